@@ -1,0 +1,57 @@
+"""The control channel on its own thread and event loop.
+
+Control requests (interrupt, shutdown, kernel_info) must be answered while the
+main thread is busy in user code, so they are served by a second event loop
+(same backend as the main one) on a thread that owns the control socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import anyio
+
+from ..transport import Mailbox
+from .dispatch import RequestDispatcher
+
+log = logging.getLogger("akernel.control")
+
+
+class ControlThread:
+    """Runs a :class:`RequestDispatcher` for the control socket on a thread."""
+
+    def __init__(self, dispatcher: RequestDispatcher, backend: str = "asyncio") -> None:
+        self.dispatcher = dispatcher
+        self.backend = backend
+        self.mailbox = Mailbox()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="akernel-control", daemon=True)
+        self._cancel_scope: anyio.CancelScope | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(10)
+
+    def _run(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            anyio.run(self._main, backend=self.backend)
+        except Exception:
+            log.exception("control thread failed")
+
+    async def _main(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._cancel_scope = tg.cancel_scope
+            tg.start_soon(self.mailbox.serve)
+            self._started.set()
+            await self.dispatcher.serve()
+
+    def stop(self) -> None:
+        """Cancel the control loop and wait for the thread to end."""
+        if self._cancel_scope is not None:
+            self.mailbox.post(self._cancel_scope.cancel)
+        self._thread.join(timeout=5)
+        self.mailbox.close()

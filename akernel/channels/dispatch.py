@@ -1,0 +1,129 @@
+"""Receive requests on one ROUTER socket and hand each to its handler, in order.
+
+Each request is bracketed by ``status: busy`` and ``status: idle`` on IOPub
+with the request as parent. A message that fails verification or parsing is
+logged and dropped; a message type without a handler is logged and ignored.
+The request being handled is available to output code through
+:data:`current_request`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from typing import Any
+
+from ..transport import AsyncSocket
+from ..wire import Message, Session, WireError
+from .iopub import IOPubPublisher
+
+log = logging.getLogger("akernel.dispatch")
+
+Handler = Callable[[Message], Awaitable[None]]
+
+current_request: ContextVar[Message | None] = ContextVar("akernel_current_request", default=None)
+"""The request whose handling produced the code now running (the output parent)."""
+
+
+class RequestDispatcher:
+    """Serves one request socket (shell or control)."""
+
+    def __init__(
+        self,
+        name: str,
+        socket: AsyncSocket,
+        session: Session,
+        iopub: IOPubPublisher,
+        handlers: dict[str, Handler] | None = None,
+        *,
+        abortable: Iterable[str] = ("execute_request",),
+    ) -> None:
+        self.name = name
+        self.socket = socket
+        self.session = session
+        self.iopub = iopub
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.abortable = set(abortable)
+        self.aborting = False
+        self.reply_metadata: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
+
+    def reply(
+        self,
+        parent: Message,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        metadata: dict[str, Any] | None = None,
+        buffers: list[Any] | None = None,
+    ) -> None:
+        """Send a reply to ``parent`` back along the identities it came from."""
+        if self.reply_metadata is not None:
+            metadata = self.reply_metadata(parent, metadata or {})
+        frames = self.session.serialize(
+            msg_type,
+            content,
+            parent,
+            metadata=metadata,
+            buffers=buffers,
+            identities=parent.identities,
+        )
+        self.socket.send_multipart(frames)
+
+    def abort_queued(self) -> None:
+        """Answer the abortable requests already queued with ``aborted``.
+
+        Requests that are ready on the socket now are aborted; the first time
+        the socket has nothing ready, normal service resumes.
+        """
+        self.aborting = True
+
+    async def serve(self) -> None:
+        """Receive and dispatch until cancelled."""
+        while True:
+            if self.aborting:
+                frames = self.socket.recv_multipart_nowait()
+                if frames is None:
+                    self.aborting = False
+                    continue
+            else:
+                frames = await self.socket.recv_multipart()
+            msg = self.parse(frames)
+            if msg is not None:
+                await self.dispatch(msg)
+
+    def parse(self, frames: list[Any]) -> Message | None:
+        try:
+            return self.session.deserialize(frames)
+        except WireError as e:
+            log.warning("%s: dropped a message: %s", self.name, e)
+            return None
+
+    async def dispatch(self, msg: Message) -> None:
+        """Handle one request between busy and idle status messages."""
+        msg_type = msg.msg_type
+        token = current_request.set(msg)
+        self.iopub.publish_status("busy", msg)
+        try:
+            if self.aborting and msg_type in self.abortable:
+                log.info("%s: aborting %s %s", self.name, msg_type, msg.msg_id)
+                self.reply(
+                    msg,
+                    msg_type.rsplit("_", 1)[0] + "_reply",
+                    {"status": "aborted"},
+                    metadata={"status": "aborted"},
+                )
+                return
+            handler = self.handlers.get(msg_type)
+            if handler is None:
+                log.warning("%s: ignoring unknown message type %r", self.name, msg_type)
+                return
+            await handler(msg)
+        except Exception:
+            log.exception("%s: error while handling %s", self.name, msg_type)
+        except KeyboardInterrupt:
+            # An interrupt that arrived outside user code: nothing to stop.
+            log.info("%s: interrupt while handling %s ignored", self.name, msg_type)
+        finally:
+            self.iopub.publish_status("idle", msg)
+            current_request.reset(token)

@@ -1,0 +1,66 @@
+"""Stdin: ``input()`` and ``getpass()`` from synchronous user code.
+
+User code runs in the main thread and blocks the event loop while it runs,
+so the request is made with a plain blocking receive on the stdin socket,
+which only this code uses. An interrupt (SIGINT) raises ``KeyboardInterrupt``
+out of the blocking receive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import zmq
+
+from ..wire import Message, Session, WireError
+
+log = logging.getLogger("akernel.stdin")
+
+
+class StdinNotAllowed(RuntimeError):
+    """The frontend said it cannot answer input requests (``allow_stdin`` false)."""
+
+
+class StdinChannel:
+    """Sends ``input_request`` and waits for the matching ``input_reply``."""
+
+    def __init__(self, socket: zmq.Socket, session: Session) -> None:
+        self.socket = socket
+        self.session = session
+        self.should_stop: Callable[[], bool] = lambda: False
+
+    def request_input(self, prompt: str, parent: Message, *, password: bool = False) -> str:
+        """Ask the client that sent ``parent`` for a line of input."""
+        self._drop_stale_replies()
+        frames = self.session.serialize(
+            "input_request",
+            {"prompt": prompt, "password": password},
+            parent,
+            identities=parent.identities,
+        )
+        self.socket.send_multipart(frames)
+        while True:
+            # Wake up now and then so a kernel shutdown is not held up forever.
+            if not self.socket.poll(200, zmq.POLLIN):
+                if self.should_stop():
+                    raise EOFError("kernel is shutting down")
+                continue
+            frames = self.socket.recv_multipart()
+            try:
+                reply = self.session.deserialize(frames)
+            except WireError as e:
+                log.warning("stdin: dropped a message: %s", e)
+                continue
+            if reply.msg_type != "input_reply":
+                log.warning("stdin: ignoring unexpected %r", reply.msg_type)
+                continue
+            value = reply.content.get("value", "")
+            return value if isinstance(value, str) else str(value)
+
+    def _drop_stale_replies(self) -> None:
+        while True:
+            try:
+                self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return

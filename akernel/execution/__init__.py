@@ -1,0 +1,18 @@
+"""The execution layer: IPython's shell and the request handlers that use it."""
+
+from .comms import install_comms
+from .handlers import ShellHandlers
+from .info import kernel_info
+from .interrupt import InterruptController
+from .io import OutputRouter, OutStream
+from .shell import AkernelShell
+
+__all__ = [
+    "AkernelShell",
+    "InterruptController",
+    "OutStream",
+    "OutputRouter",
+    "ShellHandlers",
+    "install_comms",
+    "kernel_info",
+]

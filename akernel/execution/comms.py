@@ -1,0 +1,56 @@
+"""Comms through the ``comm`` package, so ipywidgets and friends find us."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import comm
+from comm.base_comm import BaseComm, CommManager
+
+from ..wire import Message
+from .io import OutputRouter
+
+
+class KernelComm(BaseComm):
+    """A comm whose messages go out on IOPub."""
+
+    router: OutputRouter | None = None
+
+    def publish_msg(
+        self,
+        msg_type: str,
+        data: dict | None = None,
+        metadata: dict | None = None,
+        buffers: list | None = None,
+        **keys: Any,
+    ) -> None:
+        if self.router is None:
+            return
+        content = {"data": data or {}, "comm_id": self.comm_id, **keys}
+        self.router.publish(msg_type, content, metadata=metadata, buffers=buffers)
+
+
+def install_comms(router: OutputRouter) -> CommManager:
+    """Make ``comm.create_comm``/``get_comm_manager`` use this kernel."""
+    manager = CommManager()
+    KernelComm.router = router
+
+    def create_comm(*args: Any, **kwargs: Any) -> KernelComm:
+        return KernelComm(*args, **kwargs)
+
+    comm.create_comm = create_comm
+    comm.get_comm_manager = lambda: manager
+    return manager
+
+
+def as_comm_msg(msg: Message) -> dict[str, Any]:
+    """The dict form the ``comm`` package's handlers expect."""
+    return {
+        "header": msg.header,
+        "parent_header": msg.parent_header,
+        "metadata": msg.metadata,
+        "content": msg.content,
+        "buffers": [memoryview(b) for b in msg.buffers],
+        "msg_id": msg.msg_id,
+        "msg_type": msg.msg_type,
+    }

@@ -1,0 +1,299 @@
+"""Shell-channel request handlers, one method per message type.
+
+``ShellHandlers.handlers()`` maps each ``*_request`` type to its method; the
+dispatcher brackets each call with busy/idle and sets the output parent.
+"""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from IPython.core.completer import provisionalcompleter, rectify_completions
+from IPython.core.error import StdinNotImplementedError
+from IPython.utils.tokenutil import token_at_cursor
+
+from ..channels import Handler, RequestDispatcher, StdinChannel
+from ..wire import Message
+from .comms import as_comm_msg
+from .info import kernel_info
+from .interrupt import InterruptController
+from .io import OutputRouter
+from .shell import AkernelShell
+
+log = logging.getLogger("akernel.shell")
+
+
+class ShellHandlers:
+    """Answers shell requests using the IPython shell."""
+
+    def __init__(
+        self,
+        shell: AkernelShell,
+        router: OutputRouter,
+        dispatcher: RequestDispatcher,
+        stdin: StdinChannel,
+        interrupts: InterruptController,
+        *,
+        comm_manager: Any,
+        connection_ports: dict[str, int],
+        backend: str,
+        on_shutdown: Callable[[Message], None],
+    ) -> None:
+        self.shell = shell
+        self.router = router
+        self.dispatcher = dispatcher
+        self.stdin = stdin
+        self.interrupts = interrupts
+        self.comm_manager = comm_manager
+        self.connection_ports = connection_ports
+        self.backend = backend
+        self.on_shutdown = on_shutdown
+        self._allow_stdin = False
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "execute_request": self.execute_request,
+            "complete_request": self.complete_request,
+            "inspect_request": self.inspect_request,
+            "is_complete_request": self.is_complete_request,
+            "history_request": self.history_request,
+            "kernel_info_request": self.kernel_info_request,
+            "comm_info_request": self.comm_info_request,
+            "connect_request": self.connect_request,
+            "shutdown_request": self.shutdown_request,
+            "comm_open": self.comm_open,
+            "comm_msg": self.comm_msg,
+            "comm_close": self.comm_close,
+        }
+
+    # -- execute ------------------------------------------------------------
+
+    async def execute_request(self, msg: Message) -> None:
+        content = msg.content
+        code = content.get("code", "")
+        if not isinstance(code, str):
+            code = str(code)
+        silent = bool(content.get("silent", False))
+        store_history = bool(content.get("store_history", not silent))
+        stop_on_error = bool(content.get("stop_on_error", True))
+        user_expressions = content.get("user_expressions") or {}
+        shell = self.shell
+        started = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+        if not silent:
+            self.router.publish(
+                "execute_input", {"code": code, "execution_count": shell.execution_count}
+            )
+        self.router.last_execute = msg
+        self._allow_stdin = bool(content.get("allow_stdin", False))
+        shell.last_error = None
+        result = await self._run_cell(code, store_history=store_history, silent=silent, msg=msg)
+
+        if result.success:
+            reply: dict[str, Any] = {"status": "ok"}
+        else:
+            reply = {"status": "error", **self._error_content(result)}
+        reply["execution_count"] = result.execution_count
+        if reply["status"] == "ok" and isinstance(user_expressions, dict):
+            reply["user_expressions"] = shell.user_expressions(user_expressions)
+        else:
+            reply["user_expressions"] = {}
+        reply["payload"] = shell.payload_manager.read_payload()
+        shell.payload_manager.clear_payload()
+
+        self.dispatcher.reply(
+            msg,
+            "execute_reply",
+            reply,
+            metadata={"status": reply["status"], "started": started},
+        )
+        if reply["status"] == "error" and stop_on_error:
+            self.dispatcher.abort_queued()
+
+    async def _run_cell(self, code: str, *, store_history: bool, silent: bool, msg: Message):
+        shell = self.shell
+        preprocessing_exc = None
+        try:
+            transformed = shell.transform_cell(code)
+        except Exception:
+            import sys
+
+            transformed = code
+            preprocessing_exc = sys.exc_info()
+        saved_input, saved_getpass = builtins.input, getpass.getpass
+        builtins.input, getpass.getpass = self._input, self._getpass
+        self.interrupts.executing = True
+        result = None
+        try:
+            result = await shell.run_cell_async(
+                code,
+                store_history=store_history,
+                silent=silent,
+                transformed_cell=transformed,
+                preprocessing_exc_tuple=preprocessing_exc,
+                cell_id=msg.metadata.get("cellId"),
+            )
+        except KeyboardInterrupt as e:
+            # The interrupt landed in IPython's machinery, not in user code.
+            shell.showtraceback((KeyboardInterrupt, e, e.__traceback__))
+            result = shell.last_execution_result
+            if result is not None:
+                result.error_in_exec = e
+        finally:
+            self.interrupts.executing = False
+            builtins.input, getpass.getpass = saved_input, saved_getpass
+            shell.events.trigger("post_execute")
+            if not silent and result is not None:
+                shell.events.trigger("post_run_cell", result)
+        return result
+
+    def _error_content(self, result: Any) -> dict[str, Any]:
+        if self.shell.last_error is not None:
+            return dict(self.shell.last_error)
+        error = result.error_in_exec or result.error_before_exec
+        name = type(error).__name__ if error is not None else "Error"
+        return {"ename": name, "evalue": str(error or ""), "traceback": []}
+
+    def _input(self, prompt: Any = "") -> str:
+        return self._request_input(str(prompt), password=False)
+
+    def _getpass(self, prompt: str = "Password: ", stream: Any = None) -> str:
+        return self._request_input(prompt, password=True)
+
+    def _request_input(self, prompt: str, *, password: bool) -> str:
+        if not self._allow_stdin:
+            raise StdinNotImplementedError(
+                "input was called, but this frontend does not support input requests"
+                " (allow_stdin is false)."
+            )
+        parent = self.router.parent()
+        self.router.iopub.flush()
+        return self.stdin.request_input(prompt, parent, password=password)
+
+    # -- introspection --------------------------------------------------------
+
+    async def complete_request(self, msg: Message) -> None:
+        code = str(msg.content.get("code", ""))
+        cursor_pos = msg.content.get("cursor_pos")
+        if not isinstance(cursor_pos, int):
+            cursor_pos = len(code)
+        with provisionalcompleter():
+            raw = self.shell.Completer.completions(code, cursor_pos)
+            completions = list(rectify_completions(code, raw))
+        if completions:
+            start, end = completions[0].start, completions[0].end
+        else:
+            start = end = cursor_pos
+        types = [
+            {
+                "start": c.start,
+                "end": c.end,
+                "text": c.text,
+                "type": c.type,
+                "signature": c.signature,
+            }
+            for c in completions
+        ]
+        self.dispatcher.reply(
+            msg,
+            "complete_reply",
+            {
+                "status": "ok",
+                "matches": [c.text for c in completions],
+                "cursor_start": start,
+                "cursor_end": end,
+                "metadata": {"_jupyter_types_experimental": types},
+            },
+        )
+
+    async def inspect_request(self, msg: Message) -> None:
+        code = str(msg.content.get("code", ""))
+        cursor_pos = msg.content.get("cursor_pos")
+        if not isinstance(cursor_pos, int):
+            cursor_pos = len(code)
+        detail_level = 1 if msg.content.get("detail_level") == 1 else 0
+        name = token_at_cursor(code, cursor_pos)
+        reply: dict[str, Any] = {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        try:
+            bundle = self.shell.object_inspect_mime(name, detail_level=detail_level)
+        except KeyError:
+            pass
+        else:
+            if not self.shell.enable_html_pager:
+                bundle.pop("text/html", None)
+            reply.update(found=True, data=bundle)
+        self.dispatcher.reply(msg, "inspect_reply", reply)
+
+    async def is_complete_request(self, msg: Message) -> None:
+        code = str(msg.content.get("code", ""))
+        status, indent_spaces = self.shell.input_transformer_manager.check_complete(code)
+        reply: dict[str, Any] = {"status": status}
+        if status == "incomplete":
+            reply["indent"] = " " * (indent_spaces or 0)
+        self.dispatcher.reply(msg, "is_complete_reply", reply)
+
+    async def history_request(self, msg: Message) -> None:
+        c = msg.content
+        history = self.shell.history_manager
+        raw = bool(c.get("raw", True))
+        output = bool(c.get("output", False))
+        access = c.get("hist_access_type", "tail")
+        if access == "tail":
+            entries = history.get_tail(int(c.get("n", 10)), raw=raw, output=output, include_latest=True)
+        elif access == "range":
+            entries = history.get_range(
+                int(c.get("session", 0)),
+                int(c.get("start", 1)),
+                c.get("stop"),
+                raw=raw,
+                output=output,
+            )
+        elif access == "search":
+            entries = history.search(
+                str(c.get("pattern", "*")),
+                raw=raw,
+                output=output,
+                n=c.get("n"),
+                unique=bool(c.get("unique", False)),
+            )
+        else:
+            entries = []
+        self.dispatcher.reply(
+            msg, "history_reply", {"status": "ok", "history": [list(e) for e in entries]}
+        )
+
+    # -- kernel and comms -------------------------------------------------------
+
+    async def kernel_info_request(self, msg: Message) -> None:
+        self.dispatcher.reply(msg, "kernel_info_reply", kernel_info(self.backend))
+
+    async def connect_request(self, msg: Message) -> None:
+        self.dispatcher.reply(msg, "connect_reply", {"status": "ok", **self.connection_ports})
+
+    async def shutdown_request(self, msg: Message) -> None:
+        restart = bool(msg.content.get("restart", False))
+        self.dispatcher.reply(msg, "shutdown_reply", {"status": "ok", "restart": restart})
+        self.on_shutdown(msg)
+
+    async def comm_info_request(self, msg: Message) -> None:
+        target = msg.content.get("target_name")
+        comms = {
+            comm_id: {"target_name": comm.target_name}
+            for comm_id, comm in self.comm_manager.comms.items()
+            if target is None or comm.target_name == target
+        }
+        self.dispatcher.reply(msg, "comm_info_reply", {"status": "ok", "comms": comms})
+
+    async def comm_open(self, msg: Message) -> None:
+        self.comm_manager.comm_open(None, None, as_comm_msg(msg))
+
+    async def comm_msg(self, msg: Message) -> None:
+        self.comm_manager.comm_msg(None, None, as_comm_msg(msg))
+
+    async def comm_close(self, msg: Message) -> None:
+        self.comm_manager.comm_close(None, None, as_comm_msg(msg))

@@ -1,0 +1,81 @@
+"""Interrupts: SIGINT (or an interrupt_request) stops the running cell.
+
+What an interrupt does depends on where the main thread is when it lands:
+
+* in user code (a sync cell, or an async cell between awaits): raise
+  ``KeyboardInterrupt`` right there, as Python does;
+* in the event loop while an async cell is suspended in ``await``: cancel
+  the cell's cancel scope (from the loop, through the mailbox), and the cell
+  ends with a ``KeyboardInterrupt`` error;
+* with no cell running: nothing to interrupt, it is logged and ignored.
+
+"In user code" means IPython's ``run_code`` frame is on the current stack:
+that frame is there exactly while cell code (or code it calls) executes.
+Message-mode interrupts send SIGINT to the main thread, so both modes share
+this one path; SIGINT is blocked in the kernel's other threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import anyio
+from IPython.core.interactiveshell import InteractiveShell
+
+from ..transport import Mailbox
+
+log = logging.getLogger("akernel.interrupt")
+
+_RUN_CODE = InteractiveShell.run_code.__code__
+
+
+def _user_code_on_stack(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code is _RUN_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class InterruptController:
+    """Owns the main thread's SIGINT handler while the kernel runs."""
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+        self.executing = False
+        self.cell_scope: anyio.CancelScope | None = None
+        self._main_thread_id = threading.main_thread().ident
+        self._previous_handler: object = None
+        self._installed = False
+
+    def install(self) -> None:
+        """Take over SIGINT (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
+            self._installed = False
+
+    def interrupt(self) -> None:
+        """Interrupt from another thread (message mode): SIGINT the main thread."""
+        if self._installed and self._main_thread_id is not None:
+            signal.pthread_kill(self._main_thread_id, signal.SIGINT)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if not self.executing:
+            log.info("interrupt received while idle: ignored")
+            return
+        if _user_code_on_stack(frame):
+            raise KeyboardInterrupt
+        scope = self.cell_scope
+        if scope is not None:
+            self.mailbox.post(scope.cancel)
+        else:
+            log.info("interrupt received outside user code: ignored")

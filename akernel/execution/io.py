@@ -1,0 +1,128 @@
+"""Where user output goes: stream writers, display publisher, display hook.
+
+All output is published on IOPub with the request that caused it as parent:
+the request being handled in the current context, or else the last execute
+request (for output from threads a cell started).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+
+from ..channels import IOPubPublisher, current_request
+from ..wire import Message
+
+
+class OutputRouter:
+    """Finds the parent of a piece of output and publishes it."""
+
+    def __init__(self, iopub: IOPubPublisher) -> None:
+        self.iopub = iopub
+        self.last_execute: Message | None = None
+
+    def parent(self) -> Message | None:
+        return current_request.get() or self.last_execute
+
+    def publish(self, msg_type: str, content: dict[str, Any], **kwargs: Any) -> None:
+        self.iopub.publish(msg_type, content, self.parent(), **kwargs)
+
+
+class OutStream(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` replacement that writes ``stream`` messages.
+
+    Writes are coalesced by the IOPub publisher, which bounds both the number
+    of messages and the delay before output shows up.
+    """
+
+    def __init__(self, name: str, router: OutputRouter, original: Any = None) -> None:
+        super().__init__()
+        self.name = name
+        self._router = router
+        self._original = original
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        if self._original is not None:
+            return self._original.fileno()
+        raise io.UnsupportedOperation("fileno")
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._router.iopub.write_stream(self.name, text, self._router.parent())
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        # The publisher sends batched output within its flush interval.
+        pass
+
+
+class KernelDisplayPublisher(DisplayPublisher):
+    """Sends ``display_data``, ``update_display_data`` and ``clear_output``."""
+
+    @property
+    def router(self) -> OutputRouter:
+        return self.shell.router
+
+    def publish(  # type: ignore[override]
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        source: Any = None,
+        *,
+        transient: dict[str, Any] | None = None,
+        update: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
+        self.router.publish("update_display_data" if update else "display_data", content)
+
+    def clear_output(self, wait: bool = False) -> None:
+        self.router.publish("clear_output", {"wait": bool(wait)})
+
+
+class KernelDisplayHook(DisplayHook):
+    """Sends the value of a cell's last expression as ``execute_result``."""
+
+    @property
+    def router(self) -> OutputRouter:
+        return self.shell.router
+
+    def start_displayhook(self) -> None:
+        self._content: dict[str, Any] = {
+            "execution_count": self.prompt_count,
+            "data": {},
+            "metadata": {},
+        }
+
+    def write_output_prompt(self) -> None:
+        pass
+
+    def write_format_data(self, format_dict: dict[str, Any], md_dict: dict | None = None) -> None:
+        self._content["data"] = format_dict
+        self._content["metadata"] = md_dict or {}
+
+    def finish_displayhook(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if self._content["data"]:
+            self.router.publish("execute_result", self._content)
+        self._content = {}

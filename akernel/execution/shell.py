@@ -1,0 +1,116 @@
+"""IPython's InteractiveShell, wired to the kernel's channels.
+
+The shell runs cells in the main thread inside the kernel's event loop:
+``run_cell_async`` is awaited directly, so a cell with top-level ``await``
+runs on whatever loop the kernel runs (asyncio or trio).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.util import find_spec
+from typing import Any
+
+import anyio
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import Any as AnyTrait
+from traitlets import Instance, Type
+
+from .interrupt import InterruptController
+from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
+
+
+class AkernelShell(InteractiveShell):
+    """The execution engine: magics, display, history, completion, inspection."""
+
+    displayhook_class = Type(KernelDisplayHook)
+    display_pub_class = Type(KernelDisplayPublisher)
+    router = Instance(OutputRouter, allow_none=True)
+    interrupts = AnyTrait(None, allow_none=True)
+
+    # The value of the last error shown, as the ``error`` message content.
+    last_error: dict[str, Any] | None = None
+    keepkernel_on_exit = False
+
+    def init_environment(self) -> None:
+        super().init_environment()
+        env = os.environ
+        # No terminal pager can work here: pagers go through page payloads.
+        env["PAGER"] = "cat"
+        env["GIT_PAGER"] = "cat"
+        env.setdefault("CLICOLOR", "1")
+        if "MPLBACKEND" not in env and find_spec("matplotlib_inline") is not None:
+            env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+
+    def init_hooks(self) -> None:
+        super().init_hooks()
+        self.set_hook("show_in_pager", self._show_in_pager, priority=99)
+
+    # ``!cmd`` output is read from a pipe and written to sys.stdout, so it
+    # reaches the frontend instead of the kernel's terminal.
+    system = InteractiveShell.system_piped
+
+    # -- output side channels ---------------------------------------------
+
+    def _showtraceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:
+        content = {
+            "traceback": stb,
+            "ename": etype.__name__,
+            "evalue": str(evalue),
+        }
+        self.last_error = content
+        if self.router is not None:
+            self.router.publish("error", content)
+
+    def showtraceback(self, exc_tuple=None, *args: Any, **kwargs: Any) -> None:
+        etype, value, tb = exc_tuple if exc_tuple is not None else sys.exc_info()
+        if self._interrupted_by_cancel(value):
+            interrupt = KeyboardInterrupt()
+            exc_tuple = (KeyboardInterrupt, interrupt.with_traceback(tb), tb)
+        super().showtraceback(exc_tuple, *args, **kwargs)
+
+    def _show_in_pager(self, data: Any, start: int = 0, screen_lines: int = 0) -> None:
+        bundle = data if isinstance(data, dict) else {"text/plain": str(data)}
+        self.payload_manager.write_payload({"source": "page", "data": bundle, "start": start})
+
+    def set_next_input(self, text: str, replace: bool = False) -> None:
+        self.payload_manager.write_payload(
+            {"source": "set_next_input", "text": text, "replace": replace}, single=False
+        )
+
+    def ask_exit(self) -> None:
+        self.exit_now = not self.keepkernel_on_exit
+        self.payload_manager.write_payload(
+            {"source": "ask_exit", "keepkernel": self.keepkernel_on_exit}
+        )
+
+    def enable_gui(self, gui: str | None = None) -> None:
+        if gui not in (None, "inline"):
+            raise NotImplementedError(f"GUI event loop integration ({gui!r}) is not supported")
+
+    # -- async cells and interrupts ----------------------------------------
+
+    async def run_code(self, code_obj, result=None, *, async_: bool = False) -> bool:
+        """Run a code object; an async one inside a cancel scope an interrupt can cancel."""
+        if not async_ or self.interrupts is None:
+            return await super().run_code(code_obj, result, async_=async_)
+        interrupts: InterruptController = self.interrupts
+        with anyio.CancelScope() as scope:
+            interrupts.cell_scope = scope
+            try:
+                failed = await super().run_code(code_obj, result, async_=True)
+            finally:
+                interrupts.cell_scope = None
+        if scope.cancel_called and result is not None:
+            if isinstance(result.error_in_exec, anyio.get_cancelled_exc_class()):
+                result.error_in_exec = KeyboardInterrupt()
+        return failed
+
+    def _interrupted_by_cancel(self, value: BaseException | None) -> bool:
+        interrupts = self.interrupts
+        if interrupts is None or interrupts.cell_scope is None:
+            return False
+        if not interrupts.cell_scope.cancel_called:
+            return False
+        return isinstance(value, anyio.get_cancelled_exc_class())

@@ -1,0 +1,171 @@
+"""The kernel: sockets, threads and handlers wired together, served by anyio.
+
+Threads, each with one owner (this class): IOPub publisher, heartbeat echo,
+control loop. Everything else (the shell socket, user code, the mailbox that
+other threads post to) runs in the main thread's event loop inside one task
+group; cancelling that group is how the kernel stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import anyio
+from traitlets import Bool, Float
+from traitlets.config import Config, LoggingConfigurable
+
+from .channels import ControlThread, IOPubPublisher, RequestDispatcher, StdinChannel
+from .execution import (
+    AkernelShell,
+    InterruptController,
+    OutputRouter,
+    OutStream,
+    ShellHandlers,
+    install_comms,
+    kernel_info,
+)
+from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
+from .wire import Message, Session
+
+log = logging.getLogger("akernel")
+
+
+class Kernel(LoggingConfigurable):
+    """One kernel serving the five sockets of a connection file."""
+
+    iopub_flush_interval = Float(
+        0.05, help="Seconds stream output may wait to be batched before it is sent."
+    ).tag(config=True)
+    capture_sigint = Bool(
+        True, help="Install a SIGINT handler that interrupts the running cell."
+    ).tag(config=True)
+
+    def __init__(
+        self,
+        info: ConnectionInfo,
+        sockets: KernelSockets,
+        *,
+        backend: str = "asyncio",
+        config: Config | None = None,
+        user_ns: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(config=config, **kwargs)
+        self.info = info
+        self.sockets = sockets
+        self.backend = backend
+        self.user_ns = user_ns
+        self.session = Session(info.key.encode(), info.signature_scheme or "hmac-sha256")
+        self._cancel_scope: anyio.CancelScope | None = None
+        self._stopping = False
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Serve until shut down by a client, SIGTERM, or cancellation."""
+        sockets, session = self.sockets, self.session
+        mailbox = Mailbox()
+        iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
+        heartbeat = Heartbeat(sockets.context, sockets.hb)
+        router = OutputRouter(iopub)
+        interrupts = InterruptController(mailbox)
+        shell = AkernelShell.instance(
+            parent=self, router=router, interrupts=interrupts, user_ns=self.user_ns
+        )
+        comm_manager = install_comms(router)
+        shell_dispatcher = RequestDispatcher("shell", AsyncSocket(sockets.shell), session, iopub)
+        stdin = StdinChannel(sockets.stdin, session)
+        stdin.should_stop = lambda: self._stopping
+        handlers = ShellHandlers(
+            shell,
+            router,
+            shell_dispatcher,
+            stdin,
+            interrupts,
+            comm_manager=comm_manager,
+            connection_ports={
+                f"{name}_port": getattr(self.info, f"{name}_port")
+                for name in ("shell", "iopub", "stdin", "hb", "control")
+            },
+            backend=self.backend,
+            on_shutdown=lambda msg: self.request_stop(),
+        )
+        shell_dispatcher.handlers.update(handlers.handlers())
+        control = ControlThread(self._control_dispatcher(iopub, interrupts, mailbox), self.backend)
+
+        saved_streams = sys.stdout, sys.stderr
+        iopub.start()
+        heartbeat.start()
+        control.start()
+        iopub.publish_status("starting")
+        sys.stdout = OutStream("stdout", router, sys.__stdout__)
+        sys.stderr = OutStream("stderr", router, sys.__stderr__)
+        if self.capture_sigint:
+            interrupts.install()
+        previous_sigterm = self._install_sigterm(mailbox)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._cancel_scope = tg.cancel_scope
+                self._mailbox = mailbox
+                tg.start_soon(mailbox.serve)
+                tg.start_soon(shell_dispatcher.serve)
+        finally:
+            self._stopping = True
+            interrupts.uninstall()
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+            control.stop()
+            sys.stdout, sys.stderr = saved_streams
+            shell.history_manager and shell.history_manager.end_session()
+            iopub.stop()
+            heartbeat.stop()
+            mailbox.close()
+            sockets.close()
+            log.info("kernel stopped")
+
+    def request_stop(self) -> None:
+        """Stop serving (from any thread, or a signal handler)."""
+        self._stopping = True
+        scope = self._cancel_scope
+        if scope is not None:
+            self._mailbox.post(scope.cancel)
+
+    def _install_sigterm(self, mailbox: Mailbox) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
+
+    # -- control channel ----------------------------------------------------------
+
+    def _control_dispatcher(
+        self, iopub: IOPubPublisher, interrupts: InterruptController, mailbox: Mailbox
+    ) -> RequestDispatcher:
+        dispatcher = RequestDispatcher(
+            "control", AsyncSocket(self.sockets.control), self.session, iopub, abortable=()
+        )
+
+        async def kernel_info_request(msg: Message) -> None:
+            dispatcher.reply(msg, "kernel_info_reply", kernel_info(self.backend))
+
+        async def shutdown_request(msg: Message) -> None:
+            restart = bool(msg.content.get("restart", False))
+            dispatcher.reply(msg, "shutdown_reply", {"status": "ok", "restart": restart})
+            self.request_stop()
+            if interrupts.executing:
+                # Get user code out of the way so the main loop can stop.
+                interrupts.interrupt()
+
+        async def interrupt_request(msg: Message) -> None:
+            interrupts.interrupt()
+            dispatcher.reply(msg, "interrupt_reply", {"status": "ok"})
+
+        dispatcher.handlers.update(
+            kernel_info_request=kernel_info_request,
+            shutdown_request=shutdown_request,
+            interrupt_request=interrupt_request,
+        )
+        return dispatcher

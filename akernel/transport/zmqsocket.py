@@ -1,0 +1,69 @@
+"""An anyio-native, cancel-safe wrapper over a plain pyzmq socket.
+
+ZeroMQ exposes one file descriptor per socket that becomes readable when the
+socket's *state* may have changed; it is edge-triggered, so the only reliable
+question is ``zmq.EVENTS``. Receiving therefore tries a non-blocking receive
+first and waits on the descriptor only when that finds nothing. Waiting
+consumes nothing, so cancelling a pending receive loses no message.
+
+A send can consume the edge that announced incoming data; after every send we
+check ``zmq.EVENTS`` and, if a message is ready, cut short the wait of the
+task blocked in :meth:`AsyncSocket.recv_multipart`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import zmq
+
+
+class AsyncSocket:
+    """Async receive and non-blocking send on one zmq socket.
+
+    Only one task may wait in :meth:`recv_multipart` at a time. Sends never
+    block: ROUTER and PUB sockets drop rather than block, and DEALER sockets
+    here have unbounded queues.
+    """
+
+    def __init__(self, socket: zmq.Socket) -> None:
+        self.socket = socket
+        self._fd = socket.getsockopt(zmq.FD)
+        self._wait_scope: anyio.CancelScope | None = None
+
+    async def recv_multipart(self, copy: bool = False) -> list[Any]:
+        """Receive the next multipart message, waiting as long as needed."""
+        socket = self.socket
+        while True:
+            try:
+                return socket.recv_multipart(zmq.NOBLOCK, copy=copy)
+            except zmq.Again:
+                pass
+            with anyio.CancelScope() as scope:
+                self._wait_scope = scope
+                try:
+                    await anyio.wait_readable(self._fd)
+                finally:
+                    self._wait_scope = None
+            if scope.cancelled_caught:
+                # Woken by a send that saw POLLIN; yield once so a flood of
+                # sends cannot starve other tasks.
+                await anyio.lowlevel.checkpoint()
+
+    def recv_multipart_nowait(self, copy: bool = False) -> list[Any] | None:
+        """The next message if one is ready now, else ``None``."""
+        try:
+            return self.socket.recv_multipart(zmq.NOBLOCK, copy=copy)
+        except zmq.Again:
+            return None
+
+    def send_multipart(self, frames: list[Any], copy: bool = True) -> None:
+        """Send now; never waits."""
+        self.socket.send_multipart(frames, copy=copy)
+        scope = self._wait_scope
+        if scope is not None and self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            scope.cancel()
+
+    def close(self, linger: int = 0) -> None:
+        self.socket.close(linger=linger)
