@@ -93,7 +93,7 @@ class LaunchApp(Application):
             if created or _had_zero_ports(path):
                 info.write(path)
             if created:
-                log.info("connect with: jupyter console --existing %s", path)
+                print(f"akernel: connect with: jupyter console --existing {path}", file=sys.stderr)
             kernel = Kernel(info, sockets, backend=self.backend, config=self.config)
             anyio.run(kernel.serve, backend=self.backend)
         finally:
@@ -119,7 +119,9 @@ class LaunchApp(Application):
         if not Path(path).parent.is_dir():
             raise UsageError(f"connection file directory does not exist: {Path(path).parent}")
         info = ConnectionInfo(transport=self.transport, key=new_id())
-        info.ip = self.ip or ("127.0.0.1" if self.transport == "tcp" else str(Path(path).with_suffix("")) + "-ipc")
+        info.ip = self.ip or (
+            "127.0.0.1" if self.transport == "tcp" else str(Path(path).with_suffix("")) + "-ipc"
+        )
         return info, path, True
 
 
@@ -179,9 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             print(__version__)
             return
         elif argv and not argv[0].startswith("-"):
-            raise UsageError(
-                f"unknown command {argv[0]!r} (expected launch, install or uninstall)"
-            )
+            raise UsageError(f"unknown command {argv[0]!r} (expected launch, install or uninstall)")
         app = LaunchApp.instance()
         app.initialize(argv)
         app.start()

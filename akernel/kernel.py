@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.abc
 from traitlets import Bool, Float
 from traitlets.config import Config, LoggingConfigurable
 
@@ -39,6 +40,9 @@ class Kernel(LoggingConfigurable):
 
     iopub_flush_interval = Float(
         0.05, help="Seconds stream output may wait to be batched before it is sent."
+    ).tag(config=True)
+    history_save_interval = Float(
+        1.0, help="Seconds between writes of IPython's input history to its database."
     ).tag(config=True)
     capture_sigint = Bool(
         True, help="Install a SIGINT handler that interrupts the running cell."
@@ -113,6 +117,7 @@ class Kernel(LoggingConfigurable):
                 self._mailbox = mailbox
                 tg.start_soon(mailbox.serve)
                 tg.start_soon(shell_dispatcher.serve)
+                self._batch_history_writes(shell, tg)
         finally:
             self._stopping = True
             interrupts.uninstall()
@@ -126,6 +131,28 @@ class Kernel(LoggingConfigurable):
             mailbox.close()
             sockets.close()
             log.info("kernel stopped")
+
+    def _batch_history_writes(self, shell: AkernelShell, tg: anyio.abc.TaskGroup) -> None:
+        # IPython commits every cell to sqlite from its saving thread, which
+        # holds the cache lock the next cell needs: a stall per cell. Unless
+        # configured otherwise, write history out once a second instead.
+        history = shell.history_manager
+        if history is None or not history.enabled or history.save_flag is None:
+            return
+        if "db_cache_size" in self.config.get("HistoryManager", {}):
+            return
+        history.db_cache_size = 1 << 30
+
+        async def save_periodically() -> None:
+            while True:
+                await anyio.sleep(self.history_save_interval)
+                # The saving thread is stopped around fork (``!cmd``) and
+                # restarted by the next input, so its flag can be missing.
+                flag = history.save_flag
+                if flag is not None and (history.db_input_cache or history.db_output_cache):
+                    flag.set()
+
+        tg.start_soon(save_periodically)
 
     def request_stop(self) -> None:
         """Stop serving (from any thread, or a signal handler)."""

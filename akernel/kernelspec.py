@@ -27,7 +27,9 @@ def kernel_json(
     if backend != "asyncio":
         argv += ["--backend", backend]
     if display_name is None:
-        display_name = "Python 3 (akernel)" if backend == "asyncio" else f"Python 3 (akernel, {backend})"
+        display_name = (
+            "Python 3 (akernel)" if backend == "asyncio" else f"Python 3 (akernel, {backend})"
+        )
     spec: dict[str, Any] = {
         "argv": argv,
         "display_name": display_name,
@@ -94,7 +96,11 @@ def main(command: str, argv: list[str]) -> None:
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--interrupt-mode", choices=["signal", "message"], default="signal")
     parser.add_argument(
-        "--env", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+        "--env",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
         help="set an environment variable for the kernel (repeatable)",
     )
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ The request being handled is available to output code through
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
@@ -45,7 +46,9 @@ class RequestDispatcher:
         self.iopub = iopub
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.abortable = set(abortable)
-        self.aborting = False
+        self._abort_requested = False
+        # Requests taken off the socket when an abort began: (frames, abort?)
+        self._backlog: deque[tuple[list[Any], bool]] = deque()
         self.reply_metadata: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
 
     def reply(
@@ -71,26 +74,29 @@ class RequestDispatcher:
         self.socket.send_multipart(frames)
 
     def abort_queued(self) -> None:
-        """Answer the abortable requests already queued with ``aborted``.
+        """Answer the abortable requests queued behind this one with ``aborted``.
 
-        Requests that are ready on the socket now are aborted; the first time
-        the socket has nothing ready, normal service resumes.
+        "Queued" means ready on the socket when the current request finishes,
+        before its ``idle`` is published: a client that waits for the reply
+        and idle of a failed request and then sends another one never has it
+        aborted. Non-abortable requests in the queue are handled as usual.
         """
-        self.aborting = True
+        self._abort_requested = True
+
+    def _take_queue_for_abort(self) -> None:
+        while (frames := self.socket.recv_multipart_nowait()) is not None:
+            self._backlog.append((frames, True))
 
     async def serve(self) -> None:
         """Receive and dispatch until cancelled."""
         while True:
-            if self.aborting:
-                frames = self.socket.recv_multipart_nowait()
-                if frames is None:
-                    self.aborting = False
-                    continue
+            if self._backlog:
+                frames, abort = self._backlog.popleft()
             else:
-                frames = await self.socket.recv_multipart()
+                frames, abort = await self.socket.recv_multipart(), False
             msg = self.parse(frames)
             if msg is not None:
-                await self.dispatch(msg)
+                await self.dispatch(msg, abort=abort)
 
     def parse(self, frames: list[Any]) -> Message | None:
         try:
@@ -99,13 +105,13 @@ class RequestDispatcher:
             log.warning("%s: dropped a message: %s", self.name, e)
             return None
 
-    async def dispatch(self, msg: Message) -> None:
+    async def dispatch(self, msg: Message, *, abort: bool = False) -> None:
         """Handle one request between busy and idle status messages."""
         msg_type = msg.msg_type
         token = current_request.set(msg)
         self.iopub.publish_status("busy", msg)
         try:
-            if self.aborting and msg_type in self.abortable:
+            if abort and msg_type in self.abortable:
                 log.info("%s: aborting %s %s", self.name, msg_type, msg.msg_id)
                 self.reply(
                     msg,
@@ -125,5 +131,8 @@ class RequestDispatcher:
             # An interrupt that arrived outside user code: nothing to stop.
             log.info("%s: interrupt while handling %s ignored", self.name, msg_type)
         finally:
+            if self._abort_requested:
+                self._abort_requested = False
+                self._take_queue_for_abort()
             self.iopub.publish_status("idle", msg)
             current_request.reset(token)

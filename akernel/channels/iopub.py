@@ -1,29 +1,34 @@
 """The IOPub publisher: one ordered stream of messages, fed from any thread.
 
-A dedicated thread owns the XPUB socket. Other threads hand it messages in
-order through a locked deque and wake it through a pipe (once per batch of
-hand-offs, not per message). Stream output is coalesced in the same deque:
-consecutive writes to one stream for one parent extend the last queued batch,
-which is sent when it is no longer the newest item (so it can never be
-reordered with what follows it), when it grows past ``max_batch_chars``, or
-``flush_interval`` seconds after its first write (so a slow cell's prints
-still show up live).
+Any thread publishes by sending on the XPUB socket itself, under a lock: the
+hot path (busy, execute_input, results, idle) costs no thread hand-off and no
+GIL ping-pong. Stream output is buffered per (stream, parent) and sent
 
-The same thread answers new subscriptions with ``iopub_welcome`` (JEP 65).
+* before any other message is published (so it is never reordered with what
+  follows it),
+* when the buffer grows past ``max_batch_chars`` (by the writing thread),
+* ``flush_interval`` seconds after its first write (by the flusher thread),
+  so a slow cell's prints still show up live.
+
+The flusher thread also watches the socket for new subscriptions and answers
+each with ``iopub_welcome`` (JEP 65). ZeroMQ's socket FD is edge-triggered, so
+after every send under the lock we check ``zmq.EVENTS`` for subscriptions a
+send may have consumed the edge of.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import threading
 import time
-from collections import deque
 from typing import Any
 
 import zmq
 
+from ..transport.frames import has_input, send_frames
 from ..wire import Message, Session
 
 log = logging.getLogger("akernel.iopub")
@@ -57,13 +62,13 @@ class IOPubPublisher:
         self.flush_interval = flush_interval
         self.max_batch_chars = max_batch_chars
         self._topic_prefix = topic_prefix + b"." + session.session_id.encode() + b"."
-        self._queue: deque[Any] = deque()
         self._lock = threading.Lock()
-        self._wake_pending = False
-        self._drained = threading.Condition(self._lock)
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
+        self._batch: _StreamBatch | None = None
+        self._socket_fd = socket.getsockopt(zmq.FD)
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
         self._stopping = False
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="akernel-iopub", daemon=True)
 
     # -- any thread ------------------------------------------------------
@@ -77,7 +82,7 @@ class IOPubPublisher:
         metadata: dict[str, Any] | None = None,
         buffers: list[Any] | None = None,
     ) -> None:
-        """Queue one message; it is sent after everything queued before it."""
+        """Send one message, after all output published before it."""
         frames = self.session.serialize(
             msg_type,
             content,
@@ -87,11 +92,9 @@ class IOPubPublisher:
             identities=(self._topic_prefix + msg_type.encode(),),
         )
         with self._lock:
-            self._queue.append(frames)
-            wake = not self._wake_pending
-            self._wake_pending = True
-        if wake:
-            self._wake()
+            if self._batch is not None:
+                self._send_batch()
+            self._send(frames)
 
     def publish_status(self, state: str, parent: Message | None = None) -> None:
         self.publish("status", {"execution_state": state}, parent)
@@ -101,124 +104,59 @@ class IOPubPublisher:
         if not text:
             return
         with self._lock:
-            queue = self._queue
-            last = queue[-1] if queue else None
-            if type(last) is _StreamBatch and last.name == name and last.parent is parent:
-                last.parts.append(text)
-                last.size += len(text)
-                if last.size < self.max_batch_chars or self._wake_pending:
-                    return
-            else:
-                queue.append(_StreamBatch(name, parent, text))
-            if self._wake_pending:
+            batch = self._batch
+            if batch is not None and batch.name == name and batch.parent is parent:
+                batch.parts.append(text)
+                batch.size += len(text)
+                if batch.size >= self.max_batch_chars:
+                    self._send_batch()
                 return
-            self._wake_pending = True
+            if batch is not None:
+                self._send_batch()
+            self._batch = _StreamBatch(name, parent, text)
+            if len(text) >= self.max_batch_chars:
+                self._send_batch()
+                return
+        # A new batch: let the flusher schedule its timer.
         self._wake()
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Send pending stream output now and wait until the queue is sent."""
-        deadline = time.monotonic() + timeout
+    def flush(self) -> None:
+        """Send buffered stream output now."""
         with self._lock:
-            if not self._thread.is_alive():
-                return not self._queue
-            self._flush_requested = True
-            self._wake_pending = True
-        self._wake()
-        with self._lock:
-            while self._queue:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._drained.wait(remaining):
-                    return False
-        return True
+            if self._batch is not None:
+                self._send_batch()
 
-    _flush_requested = False
+    # -- under the lock ------------------------------------------------------
 
-    def _wake(self) -> None:
-        try:
-            os.write(self._write_fd, b"\0")
-        except OSError:
-            pass
-
-    # -- the publisher thread ---------------------------------------------
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Send everything still queued, then end the thread."""
-        self._stopping = True
-        self._wake()
-        self._thread.join(timeout=10)
-        os.close(self._read_fd)
-        os.close(self._write_fd)
-
-    def _next_frames(self, now: float) -> tuple[list[Any] | None, float | None]:
-        """Pop the next sendable item; or return how long to wait for it."""
-        with self._lock:
-            if not self._queue:
-                self._flush_requested = False
-                self._drained.notify_all()
-                return None, None
-            item = self._queue[0]
-            if type(item) is _StreamBatch:
-                if (
-                    len(self._queue) == 1
-                    and item.size < self.max_batch_chars
-                    and not self._flush_requested
-                    and not self._stopping
-                ):
-                    wait = item.started + self.flush_interval - now
-                    if wait > 0:
-                        return None, wait
-                self._queue.popleft()
-            else:
-                return self._queue.popleft(), None
-        text = "".join(item.parts)
+    def _send_batch(self) -> None:
+        batch = self._batch
+        assert batch is not None
+        self._batch = None
+        text = batch.parts[0] if len(batch.parts) == 1 else "".join(batch.parts)
         frames = self.session.serialize(
             "stream",
-            {"name": item.name, "text": text},
-            item.parent,
-            identities=(b"stream." + item.name.encode(),),
+            {"name": batch.name, "text": text},
+            batch.parent,
+            identities=(b"stream." + batch.name.encode(),),
         )
-        return frames, None
+        self._send(frames)
 
-    def _run(self) -> None:
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self._read_fd, zmq.POLLIN)
-        send = self.socket.send_multipart
-        timeout: float | None = None
-        while True:
-            with self._lock:
-                self._wake_pending = False
-            while True:
-                frames, timeout = self._next_frames(time.monotonic())
-                if frames is None:
-                    break
-                try:
-                    send(frames, copy=False)
-                except zmq.ZMQError as e:
-                    log.error("cannot publish on IOPub: %s", e)
-            if self._stopping and timeout is None:
-                with self._lock:
-                    if not self._queue:
-                        return
-                continue
-            events = dict(poller.poll(None if timeout is None else max(timeout * 1000, 1)))
-            if self._read_fd in events:
-                try:
-                    os.read(self._read_fd, 4096)
-                except BlockingIOError:
-                    pass
-            if self.socket in events:
-                self._handle_subscriptions()
+    def _send(self, frames: list[Any]) -> None:
+        if self._closed:
+            return
+        socket = self.socket
+        try:
+            send_frames(socket, frames)
+            if has_input(socket):
+                self._welcome_subscribers()
+        except zmq.ZMQError as e:
+            log.error("cannot publish on IOPub: %s", e)
 
-    def _handle_subscriptions(self) -> None:
+    def _welcome_subscribers(self) -> None:
+        socket = self.socket
         while True:
             try:
-                event = self.socket.recv(zmq.NOBLOCK)
+                event = socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if event[:1] == b"\x01":
@@ -228,4 +166,51 @@ class IOPubPublisher:
                     {"subscription": topic.decode("utf-8", "replace")},
                     identities=(topic,),
                 )
-                self.socket.send_multipart(frames)
+                send_frames(socket, frames)
+
+    # -- the flusher thread ---------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"\0")
+        except OSError:
+            pass
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Send what is still buffered, then end the flusher thread."""
+        self._stopping = True
+        self._wake()
+        self._thread.join(timeout=10)
+        with self._lock:
+            if self._batch is not None:
+                self._send_batch()
+            self._closed = True
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _run(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        watched = [self._socket_fd, self._wake_read]
+        timeout: float | None = None
+        while not self._stopping:
+            readable, _, _ = select.select(watched, [], [], timeout)
+            if self._wake_read in readable:
+                try:
+                    os.read(self._wake_read, 4096)
+                except BlockingIOError:
+                    pass
+            with self._lock:
+                if self._socket_fd in readable or has_input(self.socket):
+                    self._welcome_subscribers()
+                batch = self._batch
+                timeout = None
+                if batch is not None:
+                    due = batch.started + self.flush_interval - time.monotonic()
+                    if due <= 0:
+                        self._send_batch()
+                    else:
+                        timeout = due

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import zmq
 
+from ..transport.frames import recv_frames, send_frames
 from ..wire import Message, Session, WireError
 
 log = logging.getLogger("akernel.stdin")
@@ -39,14 +40,14 @@ class StdinChannel:
             parent,
             identities=parent.identities,
         )
-        self.socket.send_multipart(frames)
+        send_frames(self.socket, frames)
         while True:
             # Wake up now and then so a kernel shutdown is not held up forever.
             if not self.socket.poll(200, zmq.POLLIN):
                 if self.should_stop():
                     raise EOFError("kernel is shutting down")
                 continue
-            frames = self.socket.recv_multipart()
+            frames = recv_frames(self.socket)
             try:
                 reply = self.session.deserialize(frames)
             except WireError as e:
@@ -61,6 +62,6 @@ class StdinChannel:
     def _drop_stale_replies(self) -> None:
         while True:
             try:
-                self.socket.recv_multipart(zmq.NOBLOCK)
+                recv_frames(self.socket)
             except zmq.Again:
                 return

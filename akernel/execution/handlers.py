@@ -86,19 +86,26 @@ class ShellHandlers:
         started = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
         if not silent:
-            self.router.publish(
-                "execute_input", {"code": code, "execution_count": shell.execution_count}
-            )
-        self.router.last_execute = msg
+            # The number this cell gets; without history, the current one.
+            count = shell.execution_count if store_history else shell.execution_count - 1
+            self.router.publish("execute_input", {"code": code, "execution_count": count})
+            self.router.last_execute = msg
+        else:
+            self.router.silenced.add(msg.msg_id)
         self._allow_stdin = bool(content.get("allow_stdin", False))
         shell.last_error = None
-        result = await self._run_cell(code, store_history=store_history, silent=silent, msg=msg)
+        try:
+            result = await self._run_cell(code, store_history=store_history, silent=silent, msg=msg)
+        finally:
+            self.router.silenced.discard(msg.msg_id)
 
         if result.success:
             reply: dict[str, Any] = {"status": "ok"}
         else:
             reply = {"status": "error", **self._error_content(result)}
-        reply["execution_count"] = result.execution_count
+        # As the protocol says: the count of this cell, or the current count
+        # when it did not get one (silent, no history, empty code).
+        reply["execution_count"] = shell.execution_count - 1
         if reply["status"] == "ok" and isinstance(user_expressions, dict):
             reply["user_expressions"] = shell.user_expressions(user_expressions)
         else:
@@ -244,7 +251,9 @@ class ShellHandlers:
         output = bool(c.get("output", False))
         access = c.get("hist_access_type", "tail")
         if access == "tail":
-            entries = history.get_tail(int(c.get("n", 10)), raw=raw, output=output, include_latest=True)
+            entries = history.get_tail(
+                int(c.get("n", 10)), raw=raw, output=output, include_latest=True
+            )
         elif access == "range":
             entries = history.get_range(
                 int(c.get("session", 0)),
@@ -263,8 +272,12 @@ class ShellHandlers:
             )
         else:
             entries = []
+        # IPython numbers the current session 0 in ranges; clients need its id.
+        session = history.session_number
         self.dispatcher.reply(
-            msg, "history_reply", {"status": "ok", "history": [list(e) for e in entries]}
+            msg,
+            "history_reply",
+            {"status": "ok", "history": [[e[0] or session, *e[1:]] for e in entries]},
         )
 
     # -- kernel and comms -------------------------------------------------------

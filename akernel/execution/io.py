@@ -24,12 +24,23 @@ class OutputRouter:
     def __init__(self, iopub: IOPubPublisher) -> None:
         self.iopub = iopub
         self.last_execute: Message | None = None
+        # Requests executed with ``silent``: their output is not broadcast.
+        self.silenced: set[str] = set()
 
     def parent(self) -> Message | None:
         return current_request.get() or self.last_execute
 
     def publish(self, msg_type: str, content: dict[str, Any], **kwargs: Any) -> None:
-        self.iopub.publish(msg_type, content, self.parent(), **kwargs)
+        parent = self.parent()
+        if parent is not None and self.silenced and parent.msg_id in self.silenced:
+            return
+        self.iopub.publish(msg_type, content, parent, **kwargs)
+
+    def write_stream(self, name: str, text: str) -> None:
+        parent = self.parent()
+        if parent is not None and self.silenced and parent.msg_id in self.silenced:
+            return
+        self.iopub.write_stream(name, text, parent)
 
 
 class OutStream(io.TextIOBase):
@@ -63,7 +74,7 @@ class OutStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._router.iopub.write_stream(self.name, text, self._router.parent())
+        self._router.write_stream(self.name, text)
         return len(text)
 
     def writelines(self, lines: Any) -> None:

@@ -45,7 +45,8 @@ class AkernelShell(InteractiveShell):
 
     def init_hooks(self) -> None:
         super().init_hooks()
-        self.set_hook("show_in_pager", self._show_in_pager, priority=99)
+        # set_hook binds the function to the shell itself.
+        self.set_hook("show_in_pager", AkernelShell._show_in_pager, priority=99)
 
     # ``!cmd`` output is read from a pipe and written to sys.stdout, so it
     # reaches the frontend instead of the kernel's terminal.
@@ -64,7 +65,7 @@ class AkernelShell(InteractiveShell):
             self.router.publish("error", content)
 
     def showtraceback(self, exc_tuple=None, *args: Any, **kwargs: Any) -> None:
-        etype, value, tb = exc_tuple if exc_tuple is not None else sys.exc_info()
+        _, value, tb = exc_tuple if exc_tuple is not None else sys.exc_info()
         if self._interrupted_by_cancel(value):
             interrupt = KeyboardInterrupt()
             exc_tuple = (KeyboardInterrupt, interrupt.with_traceback(tb), tb)

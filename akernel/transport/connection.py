@@ -13,7 +13,7 @@ import zmq
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
 
-class ConnectionError_(Exception):  # noqa: N801 - avoid shadowing the builtin
+class ConnectionError_(Exception):
     """The connection file is unusable or a socket cannot be bound."""
 
 
@@ -71,7 +71,9 @@ class ConnectionInfo:
             if not 0 <= port <= 65535:
                 raise ConnectionError_(f"{source}: {channel}_port {port} is out of range")
         if info.signature_scheme and not info.signature_scheme.startswith("hmac-"):
-            raise ConnectionError_(f"{source}: unsupported signature_scheme {info.signature_scheme!r}")
+            raise ConnectionError_(
+                f"{source}: unsupported signature_scheme {info.signature_scheme!r}"
+            )
         return info
 
     def to_dict(self) -> dict:

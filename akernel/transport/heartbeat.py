@@ -16,7 +16,9 @@ import zmq
 class Heartbeat:
     """Echo thread for a bound ROUTER (kernel) or any socket pair (engine)."""
 
-    def __init__(self, context: zmq.Context, frontend: zmq.Socket, backend: zmq.Socket | None = None):
+    def __init__(
+        self, context: zmq.Context, frontend: zmq.Socket, backend: zmq.Socket | None = None
+    ):
         self._context = context
         self._frontend = frontend
         self._backend = backend if backend is not None else frontend

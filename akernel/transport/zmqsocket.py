@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 import zmq
 
+from .frames import has_input, recv_frames, send_frames
+
 
 class AsyncSocket:
     """Async receive and non-blocking send on one zmq socket.
@@ -32,12 +34,12 @@ class AsyncSocket:
         self._fd = socket.getsockopt(zmq.FD)
         self._wait_scope: anyio.CancelScope | None = None
 
-    async def recv_multipart(self, copy: bool = False) -> list[Any]:
+    async def recv_multipart(self) -> list[Any]:
         """Receive the next multipart message, waiting as long as needed."""
         socket = self.socket
         while True:
             try:
-                return socket.recv_multipart(zmq.NOBLOCK, copy=copy)
+                return recv_frames(socket)
             except zmq.Again:
                 pass
             with anyio.CancelScope() as scope:
@@ -51,18 +53,18 @@ class AsyncSocket:
                 # sends cannot starve other tasks.
                 await anyio.lowlevel.checkpoint()
 
-    def recv_multipart_nowait(self, copy: bool = False) -> list[Any] | None:
+    def recv_multipart_nowait(self) -> list[Any] | None:
         """The next message if one is ready now, else ``None``."""
         try:
-            return self.socket.recv_multipart(zmq.NOBLOCK, copy=copy)
+            return recv_frames(self.socket)
         except zmq.Again:
             return None
 
     def send_multipart(self, frames: list[Any], copy: bool = True) -> None:
         """Send now; never waits."""
-        self.socket.send_multipart(frames, copy=copy)
+        send_frames(self.socket, frames, copy=copy)
         scope = self._wait_scope
-        if scope is not None and self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if scope is not None and has_input(self.socket):
             scope.cancel()
 
     def close(self, linger: int = 0) -> None:

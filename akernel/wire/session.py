@@ -138,14 +138,14 @@ class Session:
 
         Buffers stay as received (zero-copy ``zmq.Frame`` or bytes).
         """
-        for index, frame in enumerate(frames):
-            if _as_bytes(frame) == DELIMITER:
-                break
-        else:
+        index = next((i for i, f in enumerate(frames) if _as_bytes(f) == DELIMITER), -1)
+        if index < 0:
             raise MalformedMessage("no <IDS|MSG> delimiter in frames")
         identities = [_as_bytes(f) for f in frames[:index]]
         if len(frames) < index + 6:
-            raise MalformedMessage(f"expected 5 frames after the delimiter, got {len(frames) - index - 1}")
+            raise MalformedMessage(
+                f"expected 5 frames after the delimiter, got {len(frames) - index - 1}"
+            )
         signature = _as_bytes(frames[index + 1])
         msg_frames = [_as_bytes(f) for f in frames[index + 2 : index + 6]]
         if self._hmac is not None:
@@ -163,7 +163,11 @@ class Session:
         for name in _REQUIRED_HEADER_FIELDS:
             if not isinstance(header.get(name), str):
                 raise MalformedMessage(f"header field {name!r} missing or not a string")
-        for name, value in (("parent_header", parent_header), ("metadata", metadata), ("content", content)):
+        for name, value in (
+            ("parent_header", parent_header),
+            ("metadata", metadata),
+            ("content", content),
+        ):
             if not isinstance(value, dict):
                 raise MalformedMessage(f"{name} is not a JSON object")
         return Message(

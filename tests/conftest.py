@@ -1,0 +1,113 @@
+"""Shared fixtures: real kernel processes started through jupyter_client.
+
+Kernelspecs for both backends are written to a private JUPYTER_PATH that
+points at this interpreter, and IPython's history goes to a private
+IPYTHONDIR, so tests never touch the user's Jupyter or IPython setup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+BACKENDS = ["asyncio", "trio"]
+
+_tmp = Path(tempfile.mkdtemp(prefix="akernel-tests-"))
+_kernels = _tmp / "jupyter" / "kernels"
+for _backend in BACKENDS:
+    _name = "akernel-test" if _backend == "asyncio" else f"akernel-test-{_backend}"
+    for _mode in ("signal", "message"):
+        _dir = _kernels / (_name if _mode == "signal" else f"{_name}-message")
+        _dir.mkdir(parents=True, exist_ok=True)
+        (_dir / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [
+                        sys.executable,
+                        "-m",
+                        "akernel",
+                        "launch",
+                        "-f",
+                        "{connection_file}",
+                        "--backend",
+                        _backend,
+                    ],
+                    "display_name": f"akernel test ({_backend}, {_mode})",
+                    "language": "python",
+                    "interrupt_mode": _mode,
+                }
+            )
+        )
+os.environ["JUPYTER_PATH"] = os.pathsep.join(
+    [str(_tmp / "jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])]
+)
+os.environ["IPYTHONDIR"] = str(_tmp / "ipython")
+os.environ["JUPYTER_RUNTIME_DIR"] = str(_tmp / "runtime")
+os.environ.pop("MPLBACKEND", None)
+
+
+def kernel_name(backend: str, interrupt_mode: str = "signal") -> str:
+    """Name of the test kernelspec for ``backend`` and ``interrupt_mode``."""
+    name = "akernel-test" if backend == "asyncio" else f"akernel-test-{backend}"
+    return name if interrupt_mode == "signal" else f"{name}-message"
+
+
+def start_kernel(
+    backend: str, interrupt_mode: str = "signal", **kwargs
+) -> tuple[KernelManager, BlockingKernelClient]:
+    km, kc = start_new_kernel(
+        kernel_name=kernel_name(backend, interrupt_mode), startup_timeout=30, **kwargs
+    )
+    return km, kc
+
+
+def stop_kernel(km: KernelManager, kc: BlockingKernelClient) -> None:
+    kc.stop_channels()
+    if km.has_kernel:
+        km.shutdown_kernel(now=False)
+    km.cleanup_resources()
+
+
+@pytest.fixture(params=BACKENDS, scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def kernel(backend: str) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A kernel shared by the tests of one module, per backend."""
+    km, kc = start_kernel(backend)
+    try:
+        yield km, kc
+    finally:
+        stop_kernel(km, kc)
+
+
+@pytest.fixture
+def kc(kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
+    _, client = kernel
+    # Drop what earlier tests left on IOPub so each test sees its own traffic.
+    while True:
+        try:
+            client.get_iopub_msg(timeout=0.05)
+        except Exception:
+            break
+    return client
+
+
+@pytest.fixture
+def fresh_kernel(backend: str) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A kernel of one's own, for tests that shut down, restart or break it."""
+    km, kc = start_kernel(backend)
+    try:
+        yield km, kc
+    finally:
+        stop_kernel(km, kc)
