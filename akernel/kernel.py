@@ -44,6 +44,13 @@ class Kernel(LoggingConfigurable):
     history_save_interval = Float(
         1.0, help="Seconds between writes of IPython's input history to its database."
     ).tag(config=True)
+    gil_switch_interval = Float(
+        0.0005,
+        help="sys.setswitchinterval while the kernel runs. CPU-bound user code holds the"
+        " GIL; every time the control or IOPub thread needs it back it waits this long,"
+        " several times per message. Python's default (5 ms) makes interrupts and"
+        " control replies take tens of milliseconds.",
+    ).tag(config=True)
     capture_sigint = Bool(
         True, help="Install a SIGINT handler that interrupts the running cell."
     ).tag(config=True)
@@ -102,6 +109,9 @@ class Kernel(LoggingConfigurable):
         control = ControlThread(self._control_dispatcher(iopub, interrupts, mailbox), self.backend)
 
         saved_streams = sys.stdout, sys.stderr
+        saved_switch_interval = sys.getswitchinterval()
+        if self.gil_switch_interval > 0:
+            sys.setswitchinterval(self.gil_switch_interval)
         iopub.start()
         heartbeat.start()
         control.start()
@@ -125,6 +135,7 @@ class Kernel(LoggingConfigurable):
                 signal.signal(signal.SIGTERM, previous_sigterm)
             control.stop()
             sys.stdout, sys.stderr = saved_streams
+            sys.setswitchinterval(saved_switch_interval)
             shell.history_manager and shell.history_manager.end_session()
             iopub.stop()
             heartbeat.stop()
@@ -187,8 +198,10 @@ class Kernel(LoggingConfigurable):
                 interrupts.interrupt()
 
         async def interrupt_request(msg: Message) -> None:
-            interrupts.interrupt()
+            # The interrupt itself was fired on receipt (see ``preempt``).
             dispatcher.reply(msg, "interrupt_reply", {"status": "ok"})
+
+        dispatcher.preempt["interrupt_request"] = lambda msg: interrupts.interrupt()
 
         dispatcher.handlers.update(
             kernel_info_request=kernel_info_request,

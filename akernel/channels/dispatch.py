@@ -49,6 +49,9 @@ class RequestDispatcher:
         self._abort_requested = False
         # Requests taken off the socket when an abort began: (frames, abort?)
         self._backlog: deque[tuple[list[Any], bool]] = deque()
+        # Called on receipt, before busy is published: for requests whose
+        # effect must not wait (interrupts), even for the GIL.
+        self.preempt: dict[str, Callable[[Message], None]] = {}
         self.reply_metadata: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
 
     def reply(
@@ -108,6 +111,9 @@ class RequestDispatcher:
     async def dispatch(self, msg: Message, *, abort: bool = False) -> None:
         """Handle one request between busy and idle status messages."""
         msg_type = msg.msg_type
+        preempt = self.preempt.get(msg_type)
+        if preempt is not None and not abort:
+            preempt(msg)
         token = current_request.set(msg)
         self.iopub.publish_status("busy", msg)
         try:

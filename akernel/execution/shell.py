@@ -32,6 +32,7 @@ class AkernelShell(InteractiveShell):
     # The value of the last error shown, as the ``error`` message content.
     last_error: dict[str, Any] | None = None
     keepkernel_on_exit = False
+    _last_error_value: BaseException | None = None
 
     def init_environment(self) -> None:
         super().init_environment()
@@ -61,6 +62,7 @@ class AkernelShell(InteractiveShell):
             "evalue": str(evalue),
         }
         self.last_error = content
+        self._last_error_value = evalue
         if self.router is not None:
             self.router.publish("error", content)
 
@@ -70,6 +72,13 @@ class AkernelShell(InteractiveShell):
             interrupt = KeyboardInterrupt()
             exc_tuple = (KeyboardInterrupt, interrupt.with_traceback(tb), tb)
         super().showtraceback(exc_tuple, *args, **kwargs)
+
+    def _format_exception_for_storage(self, exception, *args: Any, **kwargs: Any) -> dict:
+        # IPython formats each error twice: to show it and to store it in the
+        # history. Formatting takes milliseconds; reuse what was just shown.
+        if exception is not None and exception is self._last_error_value:
+            return dict(self.last_error or {})
+        return super()._format_exception_for_storage(exception, *args, **kwargs)
 
     def _show_in_pager(self, data: Any, start: int = 0, screen_lines: int = 0) -> None:
         bundle = data if isinstance(data, dict) else {"text/plain": str(data)}
