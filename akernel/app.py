@@ -16,7 +16,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-from traitlets import Enum, Unicode
+from traitlets import Enum, TraitError, Unicode
 from traitlets.config import Application
 
 from ._version import __version__
@@ -94,7 +94,10 @@ class LaunchApp(Application):
                 info.write(path)
             if created:
                 print(f"akernel: connect with: jupyter console --existing {path}", file=sys.stderr)
-            kernel = Kernel(info, sockets, backend=self.backend, config=self.config)
+            try:
+                kernel = Kernel(info, sockets, backend=self.backend, config=self.config)
+            except TraitError as e:
+                raise UsageError(f"bad configuration value: {e}") from None
             anyio.run(kernel.serve, backend=self.backend)
         finally:
             if created:

@@ -83,7 +83,7 @@ class Kernel(LoggingConfigurable):
         iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
         heartbeat = Heartbeat(sockets.context, sockets.hb)
         router = OutputRouter(iopub)
-        interrupts = InterruptController(mailbox)
+        interrupts = self._interrupts = InterruptController(mailbox)
         shell = AkernelShell.instance(
             parent=self, router=router, interrupts=interrupts, user_ns=self.user_ns
         )
@@ -175,7 +175,13 @@ class Kernel(LoggingConfigurable):
     def _install_sigterm(self, mailbox: Mailbox) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return None
-        return signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.request_stop()
+            # User code blocks the loop: interrupt it so the stop can happen.
+            self._interrupts.interrupt()
+
+        return signal.signal(signal.SIGTERM, on_sigterm)
 
     # -- control channel ----------------------------------------------------------
 

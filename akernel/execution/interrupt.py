@@ -64,8 +64,8 @@ class InterruptController:
             self._installed = False
 
     def interrupt(self) -> None:
-        """Interrupt from another thread (message mode): SIGINT the main thread."""
-        if self._installed and self._main_thread_id is not None:
+        """Interrupt the running cell, if any (message mode): SIGINT the main thread."""
+        if self.executing and self._installed and self._main_thread_id is not None:
             signal.pthread_kill(self._main_thread_id, signal.SIGINT)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:

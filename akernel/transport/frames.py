@@ -39,7 +39,7 @@ def recv_frames(socket: zmq.Socket, flags: int = NOBLOCK) -> list[Any]:
     """
     first = _recv(socket, flags)
     frames = [first]
-    buffers_from = 7 if first == DELIMITER else -1
+    buffers_from = 6 if first == DELIMITER else -1
     while _get(socket, RCVMORE):
         if 0 <= buffers_from <= len(frames):
             frames.append(_recv(socket, flags, copy=False))

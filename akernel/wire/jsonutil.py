@@ -10,12 +10,18 @@ from __future__ import annotations
 import base64
 import json
 import numbers
+import re
 from datetime import date, datetime, timezone
 from typing import Any
 
 import orjson
 
-_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+# Naive datetimes are taken as UTC, the same whichever encoder runs.
+_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+)
+# orjson reads integers beyond 64 bits as floats; such frames go to ``json``.
+_LONG_NUMBER = re.compile(rb"\d{19}")
 
 
 def _default(obj: Any) -> Any:
@@ -45,5 +51,8 @@ def dumps(obj: Any) -> bytes:
         return json.dumps(obj, default=_default, ensure_ascii=False).encode("utf-8")
 
 
-loads = orjson.loads
-"""Decode JSON from bytes, bytearray, memoryview or str."""
+def loads(data: bytes) -> Any:
+    """Decode JSON from bytes, keeping big integers exact."""
+    if _LONG_NUMBER.search(data) is None:
+        return orjson.loads(data)
+    return json.loads(data)
