@@ -79,7 +79,7 @@ class Kernel(LoggingConfigurable):
     async def serve(self) -> None:
         """Serve until shut down by a client, SIGTERM, or cancellation."""
         sockets, session = self.sockets, self.session
-        mailbox = Mailbox()
+        mailbox = self._mailbox = Mailbox()
         iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
         heartbeat = Heartbeat(sockets.context, sockets.hb)
         router = OutputRouter(iopub)
@@ -106,7 +106,7 @@ class Kernel(LoggingConfigurable):
             on_shutdown=lambda msg: self.request_stop(),
         )
         shell_dispatcher.handlers.update(handlers.handlers())
-        control = ControlThread(self._control_dispatcher(iopub, interrupts, mailbox), self.backend)
+        control = ControlThread(self._control_dispatcher(iopub, interrupts), self.backend)
 
         saved_streams = sys.stdout, sys.stderr
         saved_switch_interval = sys.getswitchinterval()
@@ -120,11 +120,10 @@ class Kernel(LoggingConfigurable):
         sys.stderr = OutStream("stderr", router, sys.__stderr__)
         if self.capture_sigint:
             interrupts.install()
-        previous_sigterm = self._install_sigterm(mailbox)
+        previous_sigterm = self._install_sigterm()
         try:
             async with anyio.create_task_group() as tg:
                 self._cancel_scope = tg.cancel_scope
-                self._mailbox = mailbox
                 tg.start_soon(mailbox.serve)
                 tg.start_soon(shell_dispatcher.serve)
                 self._batch_history_writes(shell, tg)
@@ -136,7 +135,8 @@ class Kernel(LoggingConfigurable):
             control.stop()
             sys.stdout, sys.stderr = saved_streams
             sys.setswitchinterval(saved_switch_interval)
-            shell.history_manager and shell.history_manager.end_session()
+            if shell.history_manager is not None:
+                shell.history_manager.end_session()
             iopub.stop()
             heartbeat.stop()
             mailbox.close()
@@ -172,7 +172,7 @@ class Kernel(LoggingConfigurable):
         if scope is not None:
             self._mailbox.post(scope.cancel)
 
-    def _install_sigterm(self, mailbox: Mailbox) -> Any:
+    def _install_sigterm(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return None
 
@@ -186,7 +186,7 @@ class Kernel(LoggingConfigurable):
     # -- control channel ----------------------------------------------------------
 
     def _control_dispatcher(
-        self, iopub: IOPubPublisher, interrupts: InterruptController, mailbox: Mailbox
+        self, iopub: IOPubPublisher, interrupts: InterruptController
     ) -> RequestDispatcher:
         dispatcher = RequestDispatcher(
             "control", AsyncSocket(self.sockets.control), self.session, iopub, abortable=()

@@ -56,17 +56,3 @@ def replies_until(
         replies.append(reply)
         if reply["parent_header"].get("msg_id") == msg_id:
             return replies
-
-
-def iopub_until_idle(kc: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT) -> list[dict]:
-    """Every IOPub message up to and including the idle status of ``msg_id``."""
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        messages.append(msg)
-        if (
-            msg["parent_header"].get("msg_id") == msg_id
-            and msg["msg_type"] == "status"
-            and msg["content"]["execution_state"] == "idle"
-        ):
-            return messages

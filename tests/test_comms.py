@@ -7,7 +7,15 @@ from typing import Any
 
 from jupyter_client.blocking import BlockingKernelClient
 
-from .utils import TIMEOUT, collect_iopub, execute, get_reply, msg_types, stream_text
+from .utils import (
+    TIMEOUT,
+    collect_iopub,
+    execute,
+    get_reply,
+    iopub_until_idle,
+    msg_types,
+    stream_text,
+)
 
 
 def new_target() -> str:
@@ -35,16 +43,7 @@ def send_comm(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) 
     msg = kc.session.msg(msg_type, content)
     kc.shell_channel.send(msg)
     msg_id = msg["header"]["msg_id"]
-    received = []
-    while True:
-        m = kc.get_iopub_msg(timeout=TIMEOUT)
-        received.append(m)
-        if (
-            m["parent_header"].get("msg_id") == msg_id
-            and m["msg_type"] == "status"
-            and m["content"]["execution_state"] == "idle"
-        ):
-            break
+    received = iopub_until_idle(kc, msg_id)
     # Everything a comm message causes is attributed to it.
     assert {m["parent_header"].get("msg_id") for m in received} == {msg_id}
     assert received[0]["content"].get("execution_state") == "busy"

@@ -14,21 +14,14 @@ from typing import Any
 
 from jupyter_client.blocking import BlockingKernelClient
 
-from .utils import TIMEOUT, collect_iopub, execute, get_reply, msg_types, stream_text
-
-
-def iopub_until_idle(kc: BlockingKernelClient, msg_id: str) -> list[dict]:
-    """Every IOPub message, whatever its parent, up to the idle status of ``msg_id``."""
-    received = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        received.append(msg)
-        if (
-            msg["parent_header"].get("msg_id") == msg_id
-            and msg["msg_type"] == "status"
-            and msg["content"]["execution_state"] == "idle"
-        ):
-            return received
+from .utils import (
+    collect_iopub,
+    execute,
+    get_reply,
+    iopub_until_idle,
+    msg_types,
+    stream_text,
+)
 
 
 def merge_streams(outputs: list[dict]) -> list[tuple[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
-from .utils import TIMEOUT, execute, get_reply
+from .utils import TIMEOUT, execute, get_reply, iopub_until_idle
 
 
 def strip_ansi(text: str) -> str:
@@ -33,20 +33,6 @@ def send(
     msg = kc.session.msg(msg_type, content or {})
     getattr(kc, f"{channel}_channel").send(msg)
     return msg["header"]["msg_id"]
-
-
-def iopub_until_idle(kc: BlockingKernelClient, msg_id: str) -> list[dict]:
-    """Every IOPub message, whatever its parent, up to the idle status of ``msg_id``."""
-    received = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        received.append(msg)
-        if (
-            msg["parent_header"].get("msg_id") == msg_id
-            and msg["msg_type"] == "status"
-            and msg["content"]["execution_state"] == "idle"
-        ):
-            return received
 
 
 def assert_bracketed(received: list[dict], msg_id: str) -> None:

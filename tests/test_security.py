@@ -11,12 +11,12 @@ from jupyter_client.session import DELIM
 
 from .rawclient import (
     build_frames,
-    iopub_until_idle,
     replies_until,
     request,
     send_raw,
     signed_frames,
 )
+from .utils import iopub_until_idle
 
 
 def execute_content(code: str) -> dict:

@@ -9,16 +9,32 @@ from jupyter_client.blocking import BlockingKernelClient
 TIMEOUT = 20
 
 
-def collect_iopub(kc: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT) -> list[dict]:
-    """IOPub messages whose parent is ``msg_id``, up to and including its idle."""
-    outputs = []
+def is_idle_of(msg: dict, msg_id: str) -> bool:
+    """Whether ``msg`` is the idle status that ends request ``msg_id``."""
+    return (
+        msg["msg_type"] == "status"
+        and msg["content"]["execution_state"] == "idle"
+        and msg["parent_header"].get("msg_id") == msg_id
+    )
+
+
+def iopub_until_idle(kc: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT) -> list[dict]:
+    """Every IOPub message, whatever its parent, up to the idle status of ``msg_id``."""
+    received = []
     while True:
         msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        outputs.append(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return outputs
+        received.append(msg)
+        if is_idle_of(msg, msg_id):
+            return received
+
+
+def collect_iopub(kc: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT) -> list[dict]:
+    """IOPub messages whose parent is ``msg_id``, up to and including its idle."""
+    return [
+        m
+        for m in iopub_until_idle(kc, msg_id, timeout)
+        if m["parent_header"].get("msg_id") == msg_id
+    ]
 
 
 def get_reply(

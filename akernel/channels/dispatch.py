@@ -52,7 +52,6 @@ class RequestDispatcher:
         # Called on receipt, before busy is published: for requests whose
         # effect must not wait (interrupts), even for the GIL.
         self.preempt: dict[str, Callable[[Message], None]] = {}
-        self.reply_metadata: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
 
     def reply(
         self,
@@ -64,8 +63,6 @@ class RequestDispatcher:
         buffers: list[Any] | None = None,
     ) -> None:
         """Send a reply to ``parent`` back along the identities it came from."""
-        if self.reply_metadata is not None:
-            metadata = self.reply_metadata(parent, metadata or {})
         frames = self.session.serialize(
             msg_type,
             content,
