@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -16,9 +17,22 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
+_second_cache: list = [-1, ""]
+
+
 def utcnow_iso() -> str:
-    """The current time as ISO 8601 in UTC, the form Jupyter headers use."""
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    """The current time as ISO 8601 in UTC, the form Jupyter headers use.
+
+    Every message header carries one: the formatted second is cached and only
+    the microseconds are formatted per call.
+    """
+    now = time.time()
+    second = int(now)
+    cache = _second_cache
+    if cache[0] != second:
+        cache[1] = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[0] = second
+    return f"{cache[1]}.{int((now - second) * 1e6):06d}Z"
 
 
 @dataclass(slots=True)

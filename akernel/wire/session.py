@@ -85,7 +85,8 @@ class Session:
     def new_header(self, msg_type: str) -> dict[str, Any]:
         self._counter += 1
         return {
-            "msg_id": f"{new_id()}_{self._counter}",
+            # Unique: the session id is random, the counter never repeats.
+            "msg_id": f"{self.session_id}_{self._counter}",
             "msg_type": msg_type,
             "username": self.username,
             "session": self.session_id,
