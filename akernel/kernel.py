@@ -9,6 +9,7 @@ group; cancelling that group is how the kernel stops.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,10 +17,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Integer, default
 from traitlets.config import Config, LoggingConfigurable
 
-from .channels import ControlThread, IOPubPublisher, RequestDispatcher, StdinChannel
+from .channels import ControlThread, FdCapture, IOPubPublisher, RequestDispatcher, StdinChannel
 from .execution import (
     AkernelShell,
     InterruptController,
@@ -28,6 +29,7 @@ from .execution import (
     ShellHandlers,
     install_comms,
     kernel_info,
+    propagate_context_to_threads,
 )
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
 from .wire import Message, Session
@@ -50,6 +52,24 @@ class Kernel(LoggingConfigurable):
         " GIL; every time the control or IOPub thread needs it back it waits this long,"
         " several times per message. Python's default (5 ms) makes interrupts and"
         " control replies take tens of milliseconds.",
+    ).tag(config=True)
+    parent_pid = Integer(
+        help="Exit when this process is gone (default: $JPY_PARENT_PID, set by"
+        " jupyter_client; 0 disables).",
+    ).tag(config=True)
+    parent_poll_interval = Float(1.0, help="Seconds between checks of the parent.").tag(config=True)
+
+    @default("parent_pid")
+    def _default_parent_pid(self) -> int:
+        try:
+            return int(os.environ.get("JPY_PARENT_PID", "0"))
+        except ValueError:
+            return 0
+
+    capture_fd_output = Bool(
+        True,
+        help="Publish what is written to file descriptors 1 and 2 (os.system, subprocesses,"
+        " C extensions) as stream output.",
     ).tag(config=True)
     capture_sigint = Bool(
         True, help="Install a SIGINT handler that interrupts the running cell."
@@ -106,12 +126,17 @@ class Kernel(LoggingConfigurable):
             on_shutdown=lambda msg: self.request_stop(),
         )
         shell_dispatcher.handlers.update(handlers.handlers())
-        control = ControlThread(self._control_dispatcher(iopub, interrupts), self.backend)
+        control = ControlThread(
+            self._control_dispatcher(iopub, interrupts),
+            self.backend,
+            duties=(self._watch_parent,) if self.parent_pid else (),
+        )
 
         saved_streams = sys.stdout, sys.stderr
         saved_switch_interval = sys.getswitchinterval()
         if self.gil_switch_interval > 0:
             sys.setswitchinterval(self.gil_switch_interval)
+        captures = self._capture_fds(router, iopub) if self.capture_fd_output else []
         iopub.start()
         heartbeat.start()
         control.start()
@@ -120,6 +145,7 @@ class Kernel(LoggingConfigurable):
         sys.stderr = OutStream("stderr", router, sys.__stderr__)
         if self.capture_sigint:
             interrupts.install()
+        undo_thread_context = propagate_context_to_threads()
         previous_sigterm = self._install_sigterm()
         try:
             async with anyio.create_task_group() as tg:
@@ -130,6 +156,7 @@ class Kernel(LoggingConfigurable):
         finally:
             self._stopping = True
             interrupts.uninstall()
+            undo_thread_context()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
             control.stop()
@@ -137,11 +164,32 @@ class Kernel(LoggingConfigurable):
             sys.setswitchinterval(saved_switch_interval)
             if shell.history_manager is not None:
                 shell.history_manager.end_session()
+            for capture in captures:
+                capture.restore()
             iopub.stop()
+            for capture in captures:
+                capture.close()
             heartbeat.stop()
             mailbox.close()
             sockets.close()
             log.info("kernel stopped")
+
+    def _capture_fds(self, router: OutputRouter, iopub: IOPubPublisher) -> list[FdCapture]:
+        sys.__stdout__.flush()
+        sys.__stderr__.flush()
+        captures = [
+            FdCapture(fd, lambda text, name=name: router.write_captured(name, text))
+            for fd, name in ((1, "stdout"), (2, "stderr"))
+        ]
+        for capture in captures:
+            iopub.add_reader(capture.read_fd, capture.drain)
+        router.captures = captures
+        # The kernel's own log goes where stderr went before, not to the frontend.
+        own_stderr = os.fdopen(os.dup(captures[1].saved_fd), "w", buffering=1)
+        for handler in log.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(own_stderr)
+        return captures
 
     def _batch_history_writes(self, shell: AkernelShell, tg: anyio.abc.TaskGroup) -> None:
         # IPython commits every cell to sqlite from its saving thread, which
@@ -164,6 +212,28 @@ class Kernel(LoggingConfigurable):
                     flag.set()
 
         tg.start_soon(save_periodically)
+
+    async def _watch_parent(self) -> None:
+        """Stop when the process that started us (``JPY_PARENT_PID``) is gone."""
+        pid = self.parent_pid
+        direct = os.getppid() == pid
+        while True:
+            await anyio.sleep(self.parent_poll_interval)
+            if direct:
+                gone = os.getppid() != pid  # reparented: the parent died
+            else:
+                try:
+                    os.kill(pid, 0)
+                    gone = False
+                except ProcessLookupError:
+                    gone = True
+                except PermissionError:
+                    gone = False
+            if gone:
+                log.warning("parent process %d is gone: shutting down", pid)
+                self.request_stop()
+                self._interrupts.interrupt()
+                return
 
     def request_stop(self) -> None:
         """Stop serving (from any thread, or a signal handler)."""

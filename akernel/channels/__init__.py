@@ -2,11 +2,13 @@
 
 from .control import ControlThread
 from .dispatch import Handler, RequestDispatcher, current_request
+from .fdcapture import FdCapture
 from .iopub import IOPubPublisher
 from .stdin import StdinChannel, StdinNotAllowed
 
 __all__ = [
     "ControlThread",
+    "FdCapture",
     "Handler",
     "IOPubPublisher",
     "RequestDispatcher",

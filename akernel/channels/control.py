@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -22,9 +23,18 @@ log = logging.getLogger("akernel.control")
 class ControlThread:
     """Runs a :class:`RequestDispatcher` for the control socket on a thread."""
 
-    def __init__(self, dispatcher: RequestDispatcher, backend: str = "asyncio") -> None:
+    def __init__(
+        self,
+        dispatcher: RequestDispatcher,
+        backend: str = "asyncio",
+        *,
+        duties: tuple[Callable[[], Awaitable[None]], ...] = (),
+    ) -> None:
+        """``duties`` are extra tasks for this loop, which stays responsive
+        while user code blocks the main thread (e.g. watching the parent)."""
         self.dispatcher = dispatcher
         self.backend = backend
+        self.duties = duties
         self.mailbox = Mailbox()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="akernel-control", daemon=True)
@@ -46,6 +56,8 @@ class ControlThread:
         async with anyio.create_task_group() as tg:
             self._cancel_scope = tg.cancel_scope
             tg.start_soon(self.mailbox.serve)
+            for duty in self.duties:
+                tg.start_soon(duty)
             self._started.set()
             await self.dispatcher.serve()
 

@@ -24,6 +24,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -69,6 +70,7 @@ class IOPubPublisher:
         os.set_blocking(self._wake_read, False)
         self._stopping = False
         self._closed = False
+        self._readers: dict[int, Callable[[], None]] = {}
         self._thread = threading.Thread(target=self._run, name="akernel-iopub", daemon=True)
 
     # -- any thread ------------------------------------------------------
@@ -176,6 +178,13 @@ class IOPubPublisher:
         except OSError:
             pass
 
+    def add_reader(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Have the flusher thread call ``on_readable`` when ``fd`` is readable.
+
+        Only before :meth:`start`.
+        """
+        self._readers[fd] = on_readable
+
     def start(self) -> None:
         self._thread.start()
 
@@ -194,7 +203,8 @@ class IOPubPublisher:
     def _run(self) -> None:
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        watched = [self._socket_fd, self._wake_read]
+        readers = self._readers
+        watched = [self._socket_fd, self._wake_read, *readers]
         timeout: float | None = None
         while not self._stopping:
             readable, _, _ = select.select(watched, [], [], timeout)
@@ -203,6 +213,9 @@ class IOPubPublisher:
                     os.read(self._wake_read, 4096)
                 except BlockingIOError:
                     pass
+            for fd in readable:
+                if fd in readers:
+                    readers[fd]()
             with self._lock:
                 if self._socket_fd in readable or has_input(self.socket):
                     self._welcome_subscribers()

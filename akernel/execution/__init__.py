@@ -6,6 +6,7 @@ from .info import kernel_info
 from .interrupt import InterruptController
 from .io import OutputRouter, OutStream
 from .shell import AkernelShell
+from .threads import propagate_context_to_threads
 
 __all__ = [
     "AkernelShell",
@@ -15,4 +16,5 @@ __all__ = [
     "ShellHandlers",
     "install_comms",
     "kernel_info",
+    "propagate_context_to_threads",
 ]

@@ -154,6 +154,7 @@ class ShellHandlers:
         finally:
             self.interrupts.executing = False
             builtins.input, getpass.getpass = saved_input, saved_getpass
+            self.router.drain_captured()
             shell.events.trigger("post_execute")
             if not silent and result is not None:
                 shell.events.trigger("post_run_cell", result)

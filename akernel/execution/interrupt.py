@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -26,6 +27,7 @@ import anyio
 from IPython.core.interactiveshell import InteractiveShell
 
 from ..transport import Mailbox
+from ..transport.frames import UNINTERRUPTIBLE, defer_until_complete
 
 log = logging.getLogger("akernel.interrupt")
 
@@ -63,6 +65,10 @@ class InterruptController:
             signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
             self._installed = False
 
+    def _raise_in_user_code(self) -> None:
+        if self.executing and _user_code_on_stack(sys._getframe(1)):
+            raise KeyboardInterrupt
+
     def interrupt(self) -> None:
         """Interrupt the running cell, if any (message mode): SIGINT the main thread."""
         if self.executing and self._installed and self._main_thread_id is not None:
@@ -71,6 +77,10 @@ class InterruptController:
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if not self.executing:
             log.info("interrupt received while idle: ignored")
+            return
+        if frame is not None and frame.f_code in UNINTERRUPTIBLE:
+            # Mid-way through a multipart message: raise once it is complete.
+            defer_until_complete(self._raise_in_user_code)
             return
         if _user_code_on_stack(frame):
             raise KeyboardInterrupt

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 
-from ..channels import IOPubPublisher, current_request
+from ..channels import FdCapture, IOPubPublisher, current_request
 from ..wire import Message
 
 
@@ -26,6 +27,9 @@ class OutputRouter:
         self.last_execute: Message | None = None
         # Requests executed with ``silent``: their output is not broadcast.
         self.silenced: set[str] = set()
+        # Captured file descriptors (OS-level output), drained on demand.
+        self.captures: list[FdCapture] = []
+        self._last_drain = 0.0
 
     def parent(self) -> Message | None:
         return current_request.get() or self.last_execute
@@ -36,7 +40,24 @@ class OutputRouter:
             return
         self.iopub.publish(msg_type, content, parent, **kwargs)
 
+    def drain_captured(self) -> None:
+        """Publish what C code and subprocesses wrote to fds 1 and 2 so far."""
+        for capture in self.captures:
+            capture.drain()
+
     def write_stream(self, name: str, text: str) -> None:
+        """Publish Python-level output (``sys.stdout``/``sys.stderr`` writes)."""
+        if self.captures:
+            # What reached fds 1/2 before this write should be published before
+            # it; draining costs a system call, so at most once a millisecond.
+            now = time.monotonic()
+            if now - self._last_drain > 0.001:
+                self._last_drain = now
+                self.drain_captured()
+        self.write_captured(name, text)
+
+    def write_captured(self, name: str, text: str) -> None:
+        """Publish stream output as is (also what the fd captures read)."""
         parent = self.parent()
         if parent is not None and self.silenced and parent.msg_id in self.silenced:
             return

@@ -7,6 +7,7 @@ message, against under 5 µs for the plain loop below with integer flags.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -23,11 +24,32 @@ EVENTS = int(zmq.EVENTS)
 POLLIN = int(zmq.POLLIN)
 
 
+# Calls deferred by a signal handler until a multipart send or receive is
+# complete: an exception raised between two frames would leave half a message
+# in the socket and corrupt every message after it. Signal handlers run in the
+# main thread only, between bytecodes, so a plain list is enough.
+_deferred: list[Callable[[], None]] = []
+
+
+def defer_until_complete(call: Callable[[], None]) -> None:
+    """Run ``call`` when the send or receive in progress has completed."""
+    _deferred.append(call)
+
+
+def _run_deferred() -> None:
+    calls = _deferred[:]
+    _deferred.clear()
+    for call in calls:
+        call()
+
+
 def send_frames(socket: zmq.Socket, frames: list[Any], copy: bool = True) -> None:
     """Send ``frames`` as one multipart message (never blocks on ROUTER/PUB)."""
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         _send(socket, frame, SNDMORE if i < last else 0, copy=copy)
+    if _deferred:
+        _run_deferred()
 
 
 def recv_frames(socket: zmq.Socket, flags: int = NOBLOCK) -> list[Any]:
@@ -48,7 +70,13 @@ def recv_frames(socket: zmq.Socket, flags: int = NOBLOCK) -> list[Any]:
         frames.append(frame)
         if buffers_from < 0 and frame == DELIMITER:
             buffers_from = len(frames) + 5
+    if _deferred:
+        _run_deferred()
     return frames
+
+
+UNINTERRUPTIBLE = frozenset({send_frames.__code__, recv_frames.__code__})
+"""Code objects a signal handler must not raise into (see ``defer_until_complete``)."""
 
 
 def has_input(socket: zmq.Socket) -> bool:
