@@ -117,6 +117,9 @@ class KernelSockets:
                 sock.close(linger=0)
 
 
+IOPUB_HWM = 1000
+IOPUB_SEND_TIMEOUT_MS = 10_000
+
 _SOCKET_TYPES = {
     "shell": zmq.ROUTER,
     "iopub": zmq.XPUB,
@@ -159,9 +162,15 @@ def bind_kernel_sockets(info: ConnectionInfo, context: zmq.Context | None = None
             created[channel] = sock
             if channel == "iopub":
                 # Tell us about every subscription, so each new subscriber gets
-                # its own iopub_welcome; never drop output under load.
+                # its own iopub_welcome.
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)
-                sock.sndhwm = 0
+                # Back-pressure instead of loss or unbounded memory: when a
+                # subscriber is IOPUB_HWM messages behind, senders wait (output
+                # batches are at most 64 KiB). A subscriber that stays stuck
+                # for IOPUB_SEND_TIMEOUT_MS costs that message, not a hang.
+                sock.setsockopt(zmq.XPUB_NODROP, 1)
+                sock.sndhwm = IOPUB_HWM
+                sock.sndtimeo = IOPUB_SEND_TIMEOUT_MS
             if channel in ("shell", "control", "stdin"):
                 sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
             _bind(sock, info, channel)
