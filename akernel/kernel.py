@@ -30,6 +30,7 @@ from .execution import (
     install_comms,
     kernel_info,
     propagate_context_to_threads,
+    uninstall_comms,
 )
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
 from .wire import Message, Session
@@ -157,6 +158,7 @@ class Kernel(LoggingConfigurable):
             self._stopping = True
             interrupts.uninstall()
             undo_thread_context()
+            uninstall_comms()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
             control.stop()

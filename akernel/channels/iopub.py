@@ -85,6 +85,8 @@ class IOPubPublisher:
         buffers: list[Any] | None = None,
     ) -> None:
         """Send one message, after all output published before it."""
+        if self._closed:
+            return
         frames = self.session.serialize(
             msg_type,
             content,

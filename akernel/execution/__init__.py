@@ -1,6 +1,6 @@
 """The execution layer: IPython's shell and the request handlers that use it."""
 
-from .comms import install_comms
+from .comms import install_comms, uninstall_comms
 from .handlers import ShellHandlers
 from .info import kernel_info
 from .interrupt import InterruptController
@@ -17,4 +17,5 @@ __all__ = [
     "install_comms",
     "kernel_info",
     "propagate_context_to_threads",
+    "uninstall_comms",
 ]

@@ -43,6 +43,14 @@ def install_comms(router: OutputRouter) -> CommManager:
     return manager
 
 
+def uninstall_comms() -> None:
+    """Detach comms from the kernel: after shutdown they send nothing.
+
+    (Widgets close their comms when garbage collected, also at exit.)
+    """
+    KernelComm.router = None
+
+
 def as_comm_msg(msg: Message) -> dict[str, Any]:
     """The dict form the ``comm`` package's handlers expect."""
     return {

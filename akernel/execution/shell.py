@@ -21,6 +21,26 @@ from .interrupt import InterruptController
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
 
 
+class KernelHandle:
+    """``get_ipython().kernel``: what libraries written for ipykernel look up.
+
+    ipywidgets' ``Output`` widget, for one, needs a kernel object and the
+    request being handled to capture output into the widget.
+    """
+
+    def __init__(self, shell: AkernelShell) -> None:
+        self._shell = shell
+
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+        return self._shell.get_parent()
+
+    @property
+    def comm_manager(self) -> Any:
+        import comm
+
+        return comm.get_comm_manager()
+
+
 class AkernelShell(InteractiveShell):
     """The execution engine: magics, display, history, completion, inspection."""
 
@@ -52,6 +72,29 @@ class AkernelShell(InteractiveShell):
     # ``!cmd`` output is read from a pipe and written to sys.stdout, so it
     # reaches the frontend instead of the kernel's terminal.
     system = InteractiveShell.system_piped
+
+    kernel = AnyTrait(None, allow_none=True)
+
+    def init_instance_attrs(self) -> None:
+        super().init_instance_attrs()
+        self.kernel = KernelHandle(self)
+
+    def get_parent(self) -> dict[str, Any]:
+        """The request being handled, as a message dict (empty if none)."""
+        msg = self.router.parent() if self.router is not None else None
+        if msg is None:
+            return {}
+        return {
+            "header": msg.header,
+            "parent_header": msg.parent_header,
+            "metadata": msg.metadata,
+            "content": msg.content,
+            "msg_id": msg.msg_id,
+            "msg_type": msg.msg_type,
+        }
+
+    def set_parent(self, parent: dict[str, Any]) -> None:
+        """Accepted for compatibility: the parent of output is contextual here."""
 
     # -- output side channels ---------------------------------------------
 
