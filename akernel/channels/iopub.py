@@ -109,7 +109,7 @@ class IOPubPublisher:
             return
         with self._lock:
             batch = self._batch
-            if batch is not None and batch.name == name and batch.parent is parent:
+            if batch is not None and batch.parent is parent and batch.name == name:
                 batch.parts.append(text)
                 batch.size += len(text)
                 if batch.size >= self.max_batch_chars:

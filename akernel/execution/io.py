@@ -45,19 +45,8 @@ class OutputRouter:
         for capture in self.captures:
             capture.drain()
 
-    def write_stream(self, name: str, text: str) -> None:
-        """Publish Python-level output (``sys.stdout``/``sys.stderr`` writes)."""
-        if self.captures:
-            # What reached fds 1/2 before this write should be published before
-            # it; draining costs a system call, so at most once a millisecond.
-            now = time.monotonic()
-            if now - self._last_drain > 0.001:
-                self._last_drain = now
-                self.drain_captured()
-        self.write_captured(name, text)
-
     def write_captured(self, name: str, text: str) -> None:
-        """Publish stream output as is (also what the fd captures read)."""
+        """Publish text an fd capture read (no draining: it comes from the drain)."""
         parent = self.parent()
         if parent is not None and self.silenced and parent.msg_id in self.silenced:
             return
@@ -93,9 +82,22 @@ class OutStream(io.TextIOBase):
         raise io.UnsupportedOperation("fileno")
 
     def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._router.write_stream(self.name, text)
+        # The hot path of every print() (two calls per line), kept flat.
+        if type(text) is not str:
+            if not isinstance(text, str):
+                raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        router = self._router
+        if router.captures:
+            # What reached fds 1/2 before this write should be published before
+            # it; draining costs a system call, so at most once a millisecond.
+            now = time.monotonic()
+            if now - router._last_drain > 0.001:
+                router._last_drain = now
+                router.drain_captured()
+        parent = current_request.get() or router.last_execute
+        if router.silenced and parent is not None and parent.msg_id in router.silenced:
+            return len(text)
+        router.iopub.write_stream(self.name, text, parent)
         return len(text)
 
     def writelines(self, lines: Any) -> None:
