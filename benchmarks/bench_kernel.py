@@ -3,7 +3,7 @@
 Run it with ``nox -s bench`` or directly::
 
     python benchmarks/bench_kernel.py [--quick] [--kernels akernel,akernel-trio,ipykernel]
-                                      [--json PATH]
+                                      [--json PATH] [--big-output [--big-output-mib MIB]]
 
 Each kernel is started as its own process, with the command its kernelspec
 uses (``python -m akernel launch -f FILE [--backend trio]``, ``python -m
@@ -27,14 +27,29 @@ Measures (medians, after a warm-up):
    control channel (message mode) and by SIGINT (signal mode), until the
    execute_reply (``KeyboardInterrupt``) arrives;
 5. process start to the first ``kernel_info_reply``;
-6. printing 200k lines: time to idle, completeness, number of stream messages;
-7. the kernel's resident set size (VmRSS) after all of the above.
+6. printing 200k lines: time to idle, lines/s and MB/s, completeness, number
+   of stream messages;
+7. live output of a slow cell: it prints ``i time.time()`` every 0.3 s (10
+   lines), with ``flush=True`` and without, and with a busy loop (holding the
+   GIL) instead of ``time.sleep`` between prints; each line's delay is its
+   arrival time at the client minus the kernel's timestamp in it (same
+   machine, same clock): median and max, and the number of stream messages;
+8. the kernel's resident set size (VmRSS) after all of the above;
+9. only with ``--big-output``, on a fresh kernel: a cell printing 1 GiB in
+   1 KiB lines while the client drains iopub as fast as it can, counting and
+   checking the text without keeping it: time to idle, MB/s, bytes received
+   (exactly 1 GiB, in order), stream messages, the CPU time of kernel and
+   client, and the kernel's RSS before the cell and at its peak during it
+   (VmHWM after resetting it through ``/proc/PID/clear_refs``, and VmRSS
+   polled every 10 ms). The client's SUB socket keeps ZeroMQ's default
+   receive high-water mark here, so a kernel that outruns it must hold or
+   drop the excess itself.
 
 Besides timing, the harness checks what it receives: every reply and idle
-status must arrive, replies in order, printed lines complete and in order, an
-interrupted cell must end in ``KeyboardInterrupt``, and no request may be
-answered ``aborted`` when it was sent after the previous cell's reply and idle
-(such requests are counted and sent again).
+status must arrive, replies in order, printed lines and bytes complete and in
+order, an interrupted cell must end in ``KeyboardInterrupt``, and no request
+may be answered ``aborted`` when it was sent after the previous cell's reply
+and idle (such requests are counted and sent again).
 
 The table goes to stdout, followed by a JSON summary (or the JSON goes to the
 file given with ``--json``). Progress goes to stderr. The exit status is 1 if
@@ -57,6 +72,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -112,6 +128,9 @@ class Config:
     startup_runs: int = 5
     print_lines: int = 200_000
     print_reps: int = 3
+    live_lines: int = 10
+    live_gap: float = 0.3
+    big_output_mib: int = 0  # 0: the big-output measure is not run
     timeout: float = 60.0
 
     @classmethod
@@ -127,6 +146,8 @@ class Config:
             interrupt_reps=2,
             startup_runs=2,
             print_reps=1,
+            live_lines=5,
+            live_gap=0.2,
         )
 
 
@@ -216,6 +237,7 @@ class Client:
         *,
         reconnect_ivl_ms: int | None = None,
         subscribe: bool = True,
+        iopub_rcvhwm: int | None = 0,
     ) -> None:
         self.codec = Codec(info["key"], info["signature_scheme"])
         self.build = self.codec.build
@@ -225,11 +247,12 @@ class Client:
         self.unexpected_aborts = 0  # requests aborted although sent after an idle
         url = f"{info['transport']}://{info['ip']}:"
 
-        def make(kind: int, port: int) -> zmq.Socket:
+        def make(kind: int, port: int, rcvhwm: int | None = 0) -> zmq.Socket:
             sock = ctx.socket(kind)
             sock.linger = 0
             sock.sndhwm = 0
-            sock.rcvhwm = 0
+            if rcvhwm is not None:  # None: ZeroMQ's default (1000 messages)
+                sock.rcvhwm = rcvhwm
             if reconnect_ivl_ms is not None:
                 sock.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl_ms)
             sock.connect(url + str(port))
@@ -239,7 +262,7 @@ class Client:
         self.control = make(zmq.DEALER, info["control_port"])
         self.iopub: zmq.Socket | None = None
         if subscribe:
-            self.iopub = make(zmq.SUB, info["iopub_port"])
+            self.iopub = make(zmq.SUB, info["iopub_port"], iopub_rcvhwm)
             self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
 
     def close(self) -> None:
@@ -462,10 +485,20 @@ class KernelProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client: Client | None = None
 
-    def connect(self, *, reconnect_ivl_ms: int | None = None, subscribe: bool = True) -> Client:
+    def connect(
+        self,
+        *,
+        reconnect_ivl_ms: int | None = None,
+        subscribe: bool = True,
+        iopub_rcvhwm: int | None = 0,
+    ) -> Client:
         """Connect a client; the kernel may bind later (ZeroMQ keeps reconnecting)."""
         self.client = Client(
-            self.ctx, self.info, reconnect_ivl_ms=reconnect_ivl_ms, subscribe=subscribe
+            self.ctx,
+            self.info,
+            reconnect_ivl_ms=reconnect_ivl_ms,
+            subscribe=subscribe,
+            iopub_rcvhwm=iopub_rcvhwm,
         )
         return self.client
 
@@ -784,6 +817,290 @@ def measure_print(client: Client, lines: int, cfg: Config) -> tuple[float, int, 
     )
 
 
+# Live output: a cell prints time-stamped lines slowly; each line's delay is the
+# client's time.time() when the line arrives minus the kernel's in the line
+# (same machine, same clock).
+
+
+@dataclass(frozen=True)
+class LiveVariant:
+    """One way for a cell to print slowly: a key, a title and how it waits and flushes."""
+
+    key: str
+    title: str
+    flush: bool
+    busy: bool  # wait in a busy loop (holding the GIL) rather than in time.sleep
+
+
+LIVE_VARIANTS = (
+    LiveVariant("live_flush", "live print, flush=True", flush=True, busy=False),
+    LiveVariant("live_noflush", "live print, no flush", flush=False, busy=False),
+    LiveVariant("live_busy", "live print, flush=True, busy cell", flush=True, busy=True),
+)
+
+
+def live_cell(lines: int, gap: float, variant: LiveVariant) -> str:
+    """A cell printing ``lines`` lines ``i time.time()``, ``gap`` seconds apart."""
+    if variant.busy:
+        wait = f"    _t = time.time() + {gap!r}\n    while time.time() < _t:\n        pass\n"
+    else:
+        wait = f"    time.sleep({gap!r})\n"
+    return (
+        "import time\n"
+        f"for _i in range({lines}):\n"
+        f"    print(_i, repr(time.time()), flush={variant.flush})\n" + wait
+    )
+
+
+def measure_live(client: Client, code: str, lines: int, cfg: Config) -> tuple[list[float], int]:
+    """Run a ``live_cell``: each line's delay (s) in order, and the stream message count.
+
+    Every line must arrive, in order, before the idle status; a line split
+    over two messages counts as arriving with the second.
+    """
+    iopub = client.iopub
+    assert iopub is not None
+    msg_id = client.start_cell(code, cfg.timeout)
+    delays: list[float] = []
+    msgs = 0
+    pending = ""
+    deadline = time.perf_counter() + cfg.timeout
+    while True:
+        client.set_timeout(iopub, deadline - time.perf_counter())
+        try:
+            frames = recv_frames(iopub)
+        except zmq.Again:
+            raise BenchError(
+                f"live output: no idle within {cfg.timeout:g} s "
+                f"({len(delays)}/{lines} lines arrived)"
+            ) from None
+        arrived = time.time()
+        m = client.decode(frames)
+        if m.parent_id != msg_id:
+            continue
+        if m.msg_type == "stream":
+            msgs += 1
+            text = m.content.get("text", "")
+            if m.content.get("name") != "stdout":
+                raise BenchError(f"live output: unexpected {m.content.get('name')}: {text[:200]!r}")
+            *complete, pending = (pending + text).split("\n")
+            for line in complete:
+                index, _, stamp = line.partition(" ")
+                if index != str(len(delays)):
+                    raise BenchError(
+                        f"live output: line {len(delays)} expected, got {line!r} "
+                        "(lost or reordered output)"
+                    )
+                try:
+                    delays.append(arrived - float(stamp))
+                except ValueError:
+                    raise BenchError(f"live output: malformed line {line!r}") from None
+        elif m.msg_type == "status" and m.content.get("execution_state") == "idle":
+            break
+    reply = client.wait_reply(client.shell, msg_id, cfg.timeout, "execute_reply (live output)")
+    if reply.content.get("status") != "ok":
+        raise BenchError(f"live output cell failed: {_summary(reply.content)}")
+    if pending or len(delays) != lines:
+        raise BenchError(
+            f"live output: {len(delays)}/{lines} complete lines before idle"
+            + (f", then a partial line {pending[:80]!r}" if pending else "")
+        )
+    return delays, msgs
+
+
+# Big output: a cell prints 1 KiB lines until it has printed ``big_output_mib``
+# MiB, while the client drains iopub as fast as it can, checking and counting
+# the text without keeping it, and a thread watches the kernel's memory.
+
+BIG_LINE = 1024  # characters per line, newline included (all ASCII: bytes too)
+BIG_PERIOD = 1024  # distinct numbered lines, printed round and round
+BIG_CELL = (
+    "_lines = ['%04d' % _j + 'x' * 1019 + '\\n' for _j in range(1024)]\n"
+    "for _i in range({n}):\n"
+    "    print(_lines[_i & 1023], end='')\n"
+)
+
+
+def big_period() -> str:
+    """The MiB of text that ``BIG_CELL`` prints over and over."""
+    return "".join(f"{j:04d}" + "x" * (BIG_LINE - 5) + "\n" for j in range(BIG_PERIOD))
+
+
+class PeriodicText:
+    """Checks that the pieces fed to it, joined, repeat ``period`` from its start.
+
+    It keeps only a count and the first offset that differs: with 1024
+    distinct lines in the period, a lost, duplicated or reordered piece shifts
+    what follows and is caught.
+    """
+
+    def __init__(self, period: str) -> None:
+        self.period = period
+        self.size = 0
+        self.first_difference: int | None = None
+
+    def feed(self, text: str) -> None:
+        """Check and count the next piece."""
+        if self.first_difference is None:
+            period, n = self.period, len(self.period)
+            i, end = 0, len(text)
+            while i < end:
+                q = (self.size + i) % n
+                k = min(end - i, n - q)
+                if not text.startswith(period[q : q + k], i):  # compares in place
+                    self.first_difference = self.size + i
+                    break
+                i += k
+        self.size += len(text)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset a process's VmHWM to its current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class RssSampler:
+    """Polls a process's VmRSS from a thread, keeping the largest value (MB)."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss, _ = rss_mb(self.pid)
+            except (OSError, KeyError):
+                return
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def recv_frame_objects(sock: zmq.Socket) -> list[zmq.Frame]:
+    """Receive one multipart message as zero-copy ``Frame`` objects."""
+    frame = sock.recv(copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = sock.recv(copy=False)
+        frames.append(frame)
+    return frames
+
+
+def measure_big_output(kp: KernelProcess, cfg: Config) -> tuple[dict[str, float], list[str]]:
+    """Print ``cfg.big_output_mib`` MiB in 1 KiB lines: figures, and problems seen.
+
+    Figures: time to reply and idle, bytes and stream messages received,
+    completeness, and the kernel's RSS before and at its peak during the cell.
+
+    The drain loop parses only headers, parent headers and contents (without
+    checking signatures, to keep up) and keeps no text. Its SUB socket keeps
+    ZeroMQ's default receive high-water mark, like usual clients, so a kernel
+    that outruns the client has to hold (or drop) the excess itself.
+    """
+    client = kp.client
+    assert client is not None and client.iopub is not None
+    iopub = client.iopub
+    total = cfg.big_output_mib << 20
+    lines = total // BIG_LINE
+    client.execute(BIG_CELL.format(n=BIG_PERIOD), cfg.timeout)  # warm-up: 1 MiB
+    client.sync(cfg.timeout)
+    time.sleep(0.2)
+    baseline, _ = rss_mb(kp.pid)
+    hwm_reset = reset_peak_rss(kp.pid)
+    checker = PeriodicText(big_period())
+    other_streams: list[str] = []
+    msgs = 0
+    msg_id, request = client.build("execute_request", {"code": BIG_CELL.format(n=lines)})
+    deadline = time.perf_counter() + max(cfg.timeout, cfg.big_output_mib * 0.5)
+    with RssSampler(kp.pid) as sampler, no_gc():
+        kernel_cpu0, client_cpu0 = cpu_seconds(kp.pid), time.process_time()
+        t0 = time.perf_counter()
+        client.shell.send_multipart(request)
+        while True:
+            client.set_timeout(iopub, min(cfg.timeout, deadline - time.perf_counter()))
+            try:
+                frames = recv_frame_objects(iopub)
+            except zmq.Again:
+                raise BenchError(
+                    f"big output: nothing more on iopub for {cfg.timeout:g} s (or past the "
+                    f"deadline) after {checker.size:,} bytes in {msgs} stream messages"
+                ) from None
+            i = next(
+                (n for n, f in enumerate(frames[:8]) if f.bytes == DELIMITER),
+                None,
+            )
+            if i is None or len(frames) < i + 6:
+                raise BenchError("big output: malformed message on iopub")
+            if orjson.loads(frames[i + 3].buffer).get("msg_id") != msg_id:
+                continue
+            msg_type = orjson.loads(frames[i + 2].buffer)["msg_type"]
+            if msg_type == "stream":
+                content = orjson.loads(frames[i + 5].buffer)
+                msgs += 1
+                if content["name"] == "stdout":
+                    checker.feed(content["text"])
+                else:
+                    other_streams.append(content["text"][:200])
+            elif msg_type == "status":
+                if orjson.loads(frames[i + 5].buffer)["execution_state"] == "idle":
+                    break
+        reply = client.wait_reply(client.shell, msg_id, cfg.timeout, "execute_reply (big output)")
+        elapsed = time.perf_counter() - t0
+        kernel_cpu = cpu_seconds(kp.pid) - kernel_cpu0
+        client_cpu = time.process_time() - client_cpu0
+    _, hwm = rss_mb(kp.pid)
+    peak = max(sampler.peak, hwm) if hwm_reset else sampler.peak
+    if reply.content.get("status") != "ok":
+        raise BenchError(f"big output cell failed: {_summary(reply.content)}")
+    complete = checker.size == total and checker.first_difference is None
+    values = {
+        "big_s": elapsed,
+        "big_mb_per_s": checker.size / elapsed / 1e6,
+        "big_bytes": float(checker.size),
+        "big_complete": 1.0 if complete else 0.0,
+        "big_msgs": float(msgs),
+        "big_kernel_cpu_s": kernel_cpu,
+        "big_client_cpu_s": client_cpu,
+        "big_rss_before_mb": baseline,
+        "big_peak_rss_mb": peak,
+        "big_rss_growth_mb": peak - baseline,
+        "big_sampled_peak_rss_mb": sampler.peak,
+        "big_rss_samples": float(sampler.samples),
+        "big_hwm_reset": 1.0 if hwm_reset else 0.0,
+    }
+    problems = []
+    if checker.size != total:
+        problems.append(f"{checker.size:,} of {total:,} bytes arrived")
+    if checker.first_difference is not None:
+        problems.append(f"text differs from what was printed at byte {checker.first_difference:,}")
+    if other_streams:
+        problems.append(f"{len(other_streams)} stderr messages, first: {other_streams[0]!r}")
+    return values, problems
+
+
 def _summary(content: dict[str, Any]) -> str:
     keys = ("status", "ename", "evalue")
     return ", ".join(f"{k}={content[k]!r}" for k in keys if k in content)
@@ -808,11 +1125,18 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def start_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config) -> KernelProcess:
+def start_kernel(
+    kind: KernelKind,
+    workdir: Path,
+    ctx: zmq.Context,
+    cfg: Config,
+    *,
+    iopub_rcvhwm: int | None = 0,
+) -> KernelProcess:
     """Start a kernel for the in-process measures and wait until it answers and iopub is live."""
     kp = KernelProcess(kind, workdir, ctx)
     try:
-        client = kp.connect()
+        client = kp.connect(iopub_rcvhwm=iopub_rcvhwm)
         kp.launch()
         msg_id = client.send(client.shell, "kernel_info_request", {})
         deadline = time.perf_counter() + cfg.timeout
@@ -924,6 +1248,7 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
 
     def printing(kp: KernelProcess) -> None:
         assert kp.client is not None
+        print_bytes = sum(len(str(i)) + 1 for i in range(cfg.print_lines))
         measure_print(kp.client, cfg.print_lines // 10, cfg)  # warm-up
         times: list[float] = []
         counts: list[float] = []
@@ -935,6 +1260,8 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
             if problem:
                 problems.append(problem)
         res.samples["print_s"] = times
+        res.samples["print_lines_per_s"] = [cfg.print_lines / t for t in times]
+        res.samples["print_mb_per_s"] = [print_bytes / t / 1e6 for t in times]
         res.samples["print_msgs"] = counts
         res.values["print_complete"] = 0.0 if problems else 1.0
         _progress(
@@ -944,6 +1271,23 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
         if problems:
             raise BenchError(f"print: {problems[0]} ({len(problems)}/{cfg.print_reps} runs)")
 
+    def live(variant: LiveVariant) -> Callable[[KernelProcess], None]:
+        def go(kp: KernelProcess) -> None:
+            assert kp.client is not None
+            measure_live(kp.client, live_cell(2, 0.05, variant), 2, cfg)  # warm-up
+            code = live_cell(cfg.live_lines, cfg.live_gap, variant)
+            delays, msgs = measure_live(kp.client, code, cfg.live_lines, cfg)
+            res.samples[f"{variant.key}_ms"] = [d * 1e3 for d in delays]
+            res.values[f"{variant.key}_max_ms"] = max(delays) * 1e3
+            res.values[f"{variant.key}_msgs"] = float(msgs)
+            _progress(
+                f"{tag} {variant.title}: delays "
+                + ", ".join(f"{d * 1e3:.0f}" for d in delays)
+                + f" ms; {msgs} stream messages"
+            )
+
+        return go
+
     try:
         run("roundtrip_ms", roundtrip)
         run("pipelined_rps", pipelined)
@@ -951,6 +1295,8 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
         run("interrupt_message_ms", interrupt("message"))
         run("interrupt_signal_ms", interrupt("signal"))
         run("print_s", printing)
+        for variant in LIVE_VARIANTS:
+            run(f"{variant.key}_ms", live(variant))
         # 7. RSS of the kernel after all of the above.
         if kp is not None and kp.proc is not None and kp.proc.poll() is None:
             rss, hwm = rss_mb(kp.pid)
@@ -965,6 +1311,8 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
             if problem:
                 res.errors["shutdown"] = problem
                 _progress(f"{tag} shutdown: {problem}")
+    if cfg.big_output_mib and start_failure is None:
+        bench_big_output(kind, workdir, ctx, cfg, res)
     if res.aborts:
         total = sum(res.aborts.values())
         where = ", ".join(f"{n} during {key}" for key, n in res.aborts.items())
@@ -975,6 +1323,42 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
     for key, samples in res.samples.items():
         res.values[key] = _median(samples)
     return res
+
+
+def bench_big_output(
+    kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config, res: KernelResult
+) -> None:
+    """The big-output measure, on a fresh kernel of its own; failures are recorded."""
+    tag = f"[{kind.name}]"
+    kp: KernelProcess | None = None
+    try:
+        kp = start_kernel(kind, workdir, ctx, cfg, iopub_rcvhwm=None)
+        _progress(f"{tag} big output: printing {cfg.big_output_mib} MiB ...")
+        values, problems = measure_big_output(kp, cfg)
+        res.values.update(values)
+        _progress(
+            f"{tag} big output: {values['big_s']:.2f} s, {values['big_bytes']:,.0f} bytes in "
+            f"{values['big_msgs']:,.0f} messages; kernel RSS {values['big_rss_before_mb']:.1f} "
+            f"-> peak {values['big_peak_rss_mb']:.1f} MB"
+        )
+        if problems:
+            raise BenchError("big output: " + "; ".join(problems))
+    except BenchError as e:
+        message = str(e)
+        if kp is not None and kp.proc is not None and kp.proc.poll() is not None:
+            message += f" (kernel died: exit status {kp.proc.returncode})"
+            tail = kp.log_tail(8)
+            if tail:
+                message += f"\n--- kernel log ---\n{tail}"
+        res.errors["big_s"] = message
+        _progress(f"{tag} big output FAILED: {message}")
+    finally:
+        if kp is not None:
+            if kp.client is not None and kp.client.unexpected_aborts:
+                res.aborts["big_s"] = kp.client.unexpected_aborts
+            problem = kp.shutdown()
+            if problem:
+                res.notes.append(f"shutdown of the big-output kernel: {problem}")
 
 
 def _median(samples: list[float]) -> float:
@@ -994,21 +1378,70 @@ class Row:
     fmt: str
     goal: str
     ratio: bool = True
+    optional: bool = False  # left out of the table when no kernel has a figure for it
 
 
-ROWS = (
-    Row("roundtrip_ms", "execute 'pass' round trip", "ms", "{:.3f}", "<= 0.4"),
-    Row("roundtrip_client_cpu_us", "  client CPU per round trip", "us", "{:.0f}", "", ratio=False),
-    Row("pipelined_rps", "pipelined execute", "req/s", "{:,.0f}", ">= 5000"),
-    Row("control_ms", "control kernel_info during sleep", "ms", "{:.2f}", "<= 2"),
-    Row("interrupt_message_ms", "interrupt (interrupt_request)", "ms", "{:.1f}", "<= 10"),
-    Row("interrupt_signal_ms", "interrupt (SIGINT)", "ms", "{:.1f}", "<= 10"),
-    Row("startup_s", "start to first kernel_info_reply", "s", "{:.3f}", "<= 0.2"),
-    Row("print_s", "print 200k lines, to idle", "s", "{:.3f}", "<= 0.5"),
-    Row("print_msgs", "  stream messages for them", "msgs", "{:,.0f}", ""),
-    Row("print_complete", "  all lines arrived in order", "", "{}", "yes", ratio=False),
-    Row("rss_mb", "RSS after the above", "MB", "{:.1f}", "<= 60"),
-)
+def rows(cfg: Config) -> tuple[Row, ...]:
+    """The table's rows, in order (some titles depend on the configuration)."""
+    print_title = "print 200k lines, to idle"
+    if cfg.print_lines != 200_000:
+        print_title = f"print {cfg.print_lines} lines, to idle"
+    live_rows: list[Row] = []
+    for v in LIVE_VARIANTS:
+        live_rows += [
+            Row(f"{v.key}_ms", f"{v.title}: median delay", "ms", "{:.1f}", "<= 100"),
+            Row(f"{v.key}_max_ms", "  max delay", "ms", "{:.1f}", "<= 100"),
+            Row(
+                f"{v.key}_msgs", f"  stream messages ({cfg.live_lines} lines)", "msgs", "{:.0f}", ""
+            ),
+        ]
+    mib = cfg.big_output_mib
+    big_rows = (
+        ("big_s", f"print {mib} MiB in 1 KiB lines, to idle", "s", "{:.2f}", "", True),
+        ("big_mb_per_s", "  throughput", "MB/s", "{:.1f}", "", True),
+        ("big_bytes", "  bytes received", "B", "{:,.0f}", "", False),
+        ("big_complete", "  all bytes arrived in order", "", "yesno", "yes", False),
+        ("big_msgs", "  stream messages", "msgs", "{:,.0f}", "", True),
+        ("big_kernel_cpu_s", "  kernel CPU time (all threads)", "s", "{:.2f}", "", True),
+        ("big_client_cpu_s", "  client CPU time (all threads)", "s", "{:.2f}", "", True),
+        ("big_rss_before_mb", "  kernel RSS before the cell", "MB", "{:.1f}", "", True),
+        ("big_peak_rss_mb", "  kernel peak RSS during the cell", "MB", "{:.1f}", "", True),
+        (
+            "big_rss_growth_mb",
+            "  kernel RSS growth (peak - before)",
+            "MB",
+            "{:.1f}",
+            "<= 100",
+            True,
+        ),
+    )
+    return (
+        Row("roundtrip_ms", "execute 'pass' round trip", "ms", "{:.3f}", "<= 0.4"),
+        Row(
+            "roundtrip_client_cpu_us",
+            "  client CPU per round trip",
+            "us",
+            "{:.0f}",
+            "",
+            ratio=False,
+        ),
+        Row("pipelined_rps", "pipelined execute", "req/s", "{:,.0f}", ">= 5000"),
+        Row("control_ms", "control kernel_info during sleep", "ms", "{:.2f}", "<= 2"),
+        Row("interrupt_message_ms", "interrupt (interrupt_request)", "ms", "{:.1f}", "<= 10"),
+        Row("interrupt_signal_ms", "interrupt (SIGINT)", "ms", "{:.1f}", "<= 10"),
+        Row("startup_s", "start to first kernel_info_reply", "s", "{:.3f}", "<= 0.2"),
+        Row("print_s", print_title, "s", "{:.3f}", "<= 0.5"),
+        Row("print_lines_per_s", "  lines/s", "lines/s", "{:,.0f}", ""),
+        Row("print_mb_per_s", "  MB/s", "MB/s", "{:.2f}", ""),
+        Row("print_msgs", "  stream messages for them", "msgs", "{:,.0f}", ""),
+        Row("print_complete", "  all lines arrived in order", "", "yesno", "yes", ratio=False),
+        *live_rows,
+        Row("rss_mb", "RSS after the above", "MB", "{:.1f}", "<= 60"),
+        *(
+            Row(key, title, unit, fmt, goal, ratio=ratio, optional=True)
+            for key, title, unit, fmt, goal, ratio in big_rows
+        ),
+    )
 
 
 def _meets(value: float, goal: str) -> bool:
@@ -1024,14 +1457,15 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
     headers += [f"{r.kind.name}/{REFERENCE}" for r in others] if ref else []
     headers.append("akernel goal")
     body: list[list[str]] = []
-    for row in ROWS:
-        title = row.title
-        if row.key == "print_s" and cfg.print_lines != 200_000:
-            title = f"print {cfg.print_lines} lines, to idle"
-        line = [title, row.unit]
+    for row in rows(cfg):
+        if row.optional and not any(
+            row.key in r.values or row.key in r.errors or "big_s" in r.errors for r in results
+        ):
+            continue
+        line = [row.title, row.unit]
         for r in results:
             value = r.values.get(row.key)
-            if row.key == "print_complete":
+            if row.fmt == "yesno":
                 line.append("-" if value is None else ("yes" if value else "NO"))
             elif value is None:
                 line.append("FAIL" if row.key in r.errors else "-")
@@ -1058,8 +1492,13 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
     out += [fmt_line(line) for line in body]
     out.append("")
     out.append(
-        "medians; ratio = kernel / ipykernel (lower is better, except pipelined req/s); "
-        "* = akernel goal not met"
+        "medians; ratio = kernel / ipykernel (lower is better, except for rates: req/s, "
+        "lines/s, MB/s); * = akernel goal not met"
+    )
+    out.append(
+        f"live print: {cfg.live_lines} lines 'i time.time()' {cfg.live_gap:g} s apart "
+        "(time.sleep between, or a busy loop), delay = arrival at the client - the time "
+        "in the line"
     )
     for r in results:
         for key, message in r.errors.items():
@@ -1126,7 +1565,7 @@ def summary(results: list[KernelResult], cfg: Config, env: dict[str, Any]) -> di
             }
         ratios = {}
         if ref is not None and r is not ref:
-            no_ratio = {row.key for row in ROWS if not row.ratio}
+            no_ratio = {row.key for row in rows(cfg) if not row.ratio}
             for key, value in r.values.items():
                 base = ref.values.get(key)
                 if value is not None and base and key not in no_ratio:
@@ -1143,7 +1582,7 @@ def summary(results: list[KernelResult], cfg: Config, env: dict[str, Any]) -> di
     return {
         "config": cfg.__dict__,
         "environment": env,
-        "goals": {row.key: row.goal for row in ROWS if row.goal},
+        "goals": {row.key: row.goal for row in rows(cfg) if row.goal},
         "kernels": kernels,
     }
 
@@ -1164,7 +1603,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--print-lines", type=int, default=None, help="lines for the print measure (200000)"
     )
+    parser.add_argument(
+        "--big-output",
+        action="store_true",
+        help="also print 1 GiB in 1 KiB lines per kernel (time, completeness, kernel memory)",
+    )
+    parser.add_argument(
+        "--big-output-mib",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="size of the big output in MiB (1024; implies --big-output)",
+    )
     args = parser.parse_args(argv)
+    if args.big_output_mib is not None and args.big_output_mib <= 0:
+        parser.error("--big-output-mib must be positive")
     names = [n.strip() for n in args.kernels.split(",") if n.strip()]
     unknown = [n for n in names if n not in KERNELS]
     if unknown or not names:
@@ -1179,6 +1632,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.quick() if args.quick else Config()
     if args.print_lines is not None:
         cfg = Config(**{**cfg.__dict__, "print_lines": args.print_lines})
+    if args.big_output or args.big_output_mib is not None:
+        cfg = Config(**{**cfg.__dict__, "big_output_mib": args.big_output_mib or 1024})
     env = environment()
     _progress(
         f"benchmarking {', '.join(args.kernel_names)} on {env['cpus']} CPUs "

@@ -36,14 +36,14 @@ log = logging.getLogger("akernel.iopub")
 
 
 class _StreamBatch:
-    __slots__ = ("name", "parent", "parts", "size", "started")
+    __slots__ = ("deadline", "name", "parent", "parts", "size")
 
-    def __init__(self, name: str, parent: Message | None, text: str) -> None:
+    def __init__(self, name: str, parent: Message | None, text: str, deadline: float) -> None:
         self.name = name
         self.parent = parent
         self.parts = [text]
         self.size = len(text)
-        self.started = time.monotonic()
+        self.deadline = deadline
 
 
 class IOPubPublisher:
@@ -117,18 +117,29 @@ class IOPubPublisher:
                 return
             if batch is not None:
                 self._send_batch()
-            self._batch = _StreamBatch(name, parent, text)
+            self._batch = _StreamBatch(name, parent, text, time.monotonic() + self.flush_interval)
             if len(text) >= self.max_batch_chars:
                 self._send_batch()
                 return
         # A new batch: let the flusher schedule its timer.
         self._wake()
 
-    def flush(self) -> None:
-        """Send buffered stream output now."""
+    def flush(self, within: float = 0.0) -> None:
+        """Send buffered stream output now, or at the latest ``within`` seconds
+        after it was first written (which bounds the message rate of code that
+        flushes after every line while still showing its output at once)."""
         with self._lock:
-            if self._batch is not None:
+            batch = self._batch
+            if batch is None:
+                return
+            deadline = batch.deadline - self.flush_interval + within
+            if deadline <= time.monotonic():
                 self._send_batch()
+                return
+            if deadline >= batch.deadline:
+                return
+            batch.deadline = deadline
+        self._wake()
 
     # -- under the lock ------------------------------------------------------
 
@@ -153,6 +164,11 @@ class IOPubPublisher:
             send_frames(socket, frames)
             if has_input(socket):
                 self._welcome_subscribers()
+        except zmq.Again:
+            # ZeroMQ cannot drop for one subscriber only: with back-pressure,
+            # one that stops reading holds up all. After the send timeout the
+            # message is dropped (for all) rather than hang the kernel.
+            log.warning("IOPub message dropped: a subscriber has stopped reading")
         except zmq.ZMQError as e:
             log.error("cannot publish on IOPub: %s", e)
 
@@ -224,7 +240,7 @@ class IOPubPublisher:
                 batch = self._batch
                 timeout = None
                 if batch is not None:
-                    due = batch.started + self.flush_interval - time.monotonic()
+                    due = batch.deadline - time.monotonic()
                     if due <= 0:
                         self._send_batch()
                     else:

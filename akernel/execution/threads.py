@@ -1,5 +1,7 @@
 """Threads started from a cell run in a copy of the cell's context.
 
+(So do tasks submitted to a ``ThreadPoolExecutor``.)
+
 asyncio and trio tasks inherit context variables; plain threads do not. The
 kernel makes ``threading.Thread.start`` copy the caller's context so that a
 thread started in a cell sees the cell's context variables, and in
@@ -12,8 +14,11 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 _original_start = threading.Thread.start
+_original_submit = ThreadPoolExecutor.submit
 
 
 def _start_in_callers_context(self: threading.Thread) -> None:
@@ -24,11 +29,21 @@ def _start_in_callers_context(self: threading.Thread) -> None:
     _original_start(self)
 
 
+def _submit_in_callers_context(
+    self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Future:
+    # Pool threads outlive the cell that started them: each task runs in the
+    # context of the code that submitted it (also ``loop.run_in_executor``).
+    return _original_submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+
 def propagate_context_to_threads() -> Callable[[], None]:
-    """Patch ``Thread.start``; return the function that undoes it."""
+    """Patch ``Thread.start`` and ``ThreadPoolExecutor.submit``; return the undo."""
     threading.Thread.start = _start_in_callers_context  # type: ignore[method-assign]
+    ThreadPoolExecutor.submit = _submit_in_callers_context  # type: ignore[method-assign]
 
     def undo() -> None:
         threading.Thread.start = _original_start  # type: ignore[method-assign]
+        ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
 
     return undo
