@@ -250,8 +250,9 @@ class Kernel(LoggingConfigurable):
 
         def on_sigterm(signum: int, frame: Any) -> None:
             self.request_stop()
-            # User code blocks the loop: interrupt it so the stop can happen.
-            self._interrupts.interrupt()
+            # User code blocks the loop: interrupt it, right where it is, so
+            # that the stop can happen.
+            self._interrupts.interrupt_at(frame)
 
         return signal.signal(signal.SIGTERM, on_sigterm)
 

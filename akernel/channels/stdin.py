@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import zmq
 
-from ..transport.frames import recv_frames, send_frames
+from ..transport.frames import recv_frames, run_deferred, send_frames
 from ..wire import Message, Session, WireError
 
 log = logging.getLogger("akernel.stdin")
@@ -42,8 +42,11 @@ class StdinChannel:
         )
         send_frames(self.socket, frames)
         while True:
-            # Wake up now and then so a kernel shutdown is not held up forever.
-            if not self.socket.poll(200, zmq.POLLIN):
+            # Wake up now and then: an interrupt deferred while we wait is
+            # raised here (a safe point: nothing is half sent), and a kernel
+            # shutdown is not held up.
+            if not self.socket.poll(100, zmq.POLLIN):
+                run_deferred()
                 if self.should_stop():
                     raise EOFError("kernel is shutting down")
                 continue

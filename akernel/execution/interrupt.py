@@ -21,13 +21,13 @@ import logging
 import signal
 import sys
 import threading
-from types import FrameType
+from types import FrameType, TracebackType
 
 import anyio
 from IPython.core.interactiveshell import InteractiveShell
 
 from ..transport import Mailbox
-from ..transport.frames import UNINTERRUPTIBLE, defer_until_complete
+from ..transport.frames import defer_until_complete
 
 log = logging.getLogger("akernel.interrupt")
 
@@ -35,11 +35,32 @@ _RUN_CODE = InteractiveShell.run_code.__code__
 
 
 def _user_code_on_stack(frame: FrameType | None) -> bool:
+    """Whether the cell's own code (called by IPython's ``run_code``) is running.
+
+    Not when ``run_code`` itself is busy, e.g. formatting the traceback of a
+    first interrupt: IPython would swallow a second one raised there.
+    """
+    return _locate(frame) != _OUTSIDE
+
+
+_OUTSIDE, _USER, _KERNEL_FOR_USER = 0, 1, 2
+
+
+def _locate(frame: FrameType | None) -> int:
+    """Where the main thread is: outside user code, in it, or in kernel code
+    that user code called (print, display, comm sends: possibly mid-way
+    through a multipart message, in our frames or in pyzmq's below them)."""
+    callee = None
+    kernel = False
     while frame is not None:
         if frame.f_code is _RUN_CODE:
-            return True
-        frame = frame.f_back
-    return False
+            if callee is not None and callee.f_code.co_name == "<module>":
+                return _KERNEL_FOR_USER if kernel else _USER
+            return _OUTSIDE
+        if frame.f_globals.get("__name__", "").startswith("akernel."):
+            kernel = True
+        callee, frame = frame, frame.f_back
+    return _OUTSIDE
 
 
 class InterruptController:
@@ -75,17 +96,39 @@ class InterruptController:
             signal.pthread_kill(self._main_thread_id, signal.SIGINT)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupt_at(frame)
+
+    def interrupt_at(self, frame: FrameType | None) -> None:
+        """Interrupt the cell from a signal handler that stopped ``frame``."""
         if not self.executing:
             log.info("interrupt received while idle: ignored")
             return
-        if frame is not None and frame.f_code in UNINTERRUPTIBLE:
-            # Mid-way through a multipart message: raise once it is complete.
+        where = _locate(frame)
+        if where == _KERNEL_FOR_USER:
+            # In the kernel's output path, called by user code: raising here
+            # could cut a message in half or lose buffered output. Raise when
+            # that call completes.
             defer_until_complete(self._raise_in_user_code)
             return
-        if _user_code_on_stack(frame):
+        if where == _USER:
             raise KeyboardInterrupt
         scope = self.cell_scope
         if scope is not None:
             self.mailbox.post(scope.cancel)
         else:
             log.info("interrupt received outside user code: ignored")
+
+
+def strip_handler_frames(tb: TracebackType | None) -> TracebackType | None:
+    """Cut the kernel's own frames off the end of a ``KeyboardInterrupt``
+    traceback (the signal handler, or the output path an interrupt was
+    deferred in): it should end where the user's code was interrupted."""
+    last_user = None
+    node = tb
+    while node is not None:
+        if not node.tb_frame.f_globals.get("__name__", "").startswith("akernel."):
+            last_user = node
+        node = node.tb_next
+    if last_user is not None:
+        last_user.tb_next = None
+    return tb

@@ -16,6 +16,7 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 
 from ..channels import FdCapture, IOPubPublisher, current_request
+from ..transport.frames import run_deferred
 from ..wire import Message
 
 
@@ -36,9 +37,9 @@ class OutputRouter:
 
     def publish(self, msg_type: str, content: dict[str, Any], **kwargs: Any) -> None:
         parent = self.parent()
-        if parent is not None and self.silenced and parent.msg_id in self.silenced:
-            return
-        self.iopub.publish(msg_type, content, parent, **kwargs)
+        if not (parent is not None and self.silenced and parent.msg_id in self.silenced):
+            self.iopub.publish(msg_type, content, parent, **kwargs)
+        run_deferred()  # an interrupt that landed during this call
 
     def drain_captured(self) -> None:
         """Publish what C code and subprocesses wrote to fds 1 and 2 so far."""
@@ -95,9 +96,9 @@ class OutStream(io.TextIOBase):
                 router._last_drain = now
                 router.drain_captured()
         parent = current_request.get() or router.last_execute
-        if router.silenced and parent is not None and parent.msg_id in router.silenced:
-            return len(text)
-        router.iopub.write_stream(self.name, text, parent)
+        if not (router.silenced and parent is not None and parent.msg_id in router.silenced):
+            router.iopub.write_stream(self.name, text, parent)
+        run_deferred()  # an interrupt that landed during this write
         return len(text)
 
     def writelines(self, lines: Any) -> None:

@@ -17,7 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Instance, Type
 
-from .interrupt import InterruptController
+from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
 
 
@@ -110,10 +110,12 @@ class AkernelShell(InteractiveShell):
             self.router.publish("error", content)
 
     def showtraceback(self, exc_tuple=None, *args: Any, **kwargs: Any) -> None:
-        _, value, tb = exc_tuple if exc_tuple is not None else sys.exc_info()
+        etype, value, tb = exc_tuple if exc_tuple is not None else sys.exc_info()
         if self._interrupted_by_cancel(value):
             interrupt = KeyboardInterrupt()
             exc_tuple = (KeyboardInterrupt, interrupt.with_traceback(tb), tb)
+        elif isinstance(value, KeyboardInterrupt):
+            exc_tuple = (etype, value, strip_handler_frames(tb))
         super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _format_exception_for_storage(self, exception, *args: Any, **kwargs: Any) -> dict:

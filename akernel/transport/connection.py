@@ -110,11 +110,18 @@ class KernelSockets:
     stdin: zmq.Socket
     control: zmq.Socket
     hb: zmq.Socket
+    ipc_paths: list[str] = field(default_factory=list)
 
     def close(self) -> None:
+        """Close the sockets and remove the ipc socket files they bound."""
         for sock in (self.shell, self.iopub, self.stdin, self.control, self.hb):
             if not sock.closed:
                 sock.close(linger=0)
+        for path in self.ipc_paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 IOPUB_HWM = 1000
@@ -178,4 +185,9 @@ def bind_kernel_sockets(info: ConnectionInfo, context: zmq.Context | None = None
         for sock in created.values():
             sock.close(linger=0)
         raise
-    return KernelSockets(context=context, **created)
+    ipc_paths = (
+        [f"{info.ip}-{getattr(info, f'{channel}_port')}" for channel in CHANNELS]
+        if info.transport == "ipc"
+        else []
+    )
+    return KernelSockets(context=context, ipc_paths=ipc_paths, **created)

@@ -7,6 +7,7 @@ message, against under 5 µs for the plain loop below with integer flags.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ POLLIN = int(zmq.POLLIN)
 # in the socket and corrupt every message after it. Signal handlers run in the
 # main thread only, between bytecodes, so a plain list is enough.
 _deferred: list[Callable[[], None]] = []
+_MAIN_THREAD = threading.main_thread().ident
 
 
 def defer_until_complete(call: Callable[[], None]) -> None:
@@ -36,7 +38,16 @@ def defer_until_complete(call: Callable[[], None]) -> None:
     _deferred.append(call)
 
 
+def run_deferred() -> None:
+    """Run what was deferred, at the end of a kernel call made by user code."""
+    if _deferred:
+        _run_deferred()
+
+
 def _run_deferred() -> None:
+    # Deferred by the main thread's signal handlers, for the main thread.
+    if threading.get_ident() != _MAIN_THREAD:
+        return
     calls = _deferred[:]
     _deferred.clear()
     for call in calls:
@@ -73,10 +84,6 @@ def recv_frames(socket: zmq.Socket, flags: int = NOBLOCK) -> list[Any]:
     if _deferred:
         _run_deferred()
     return frames
-
-
-UNINTERRUPTIBLE = frozenset({send_frames.__code__, recv_frames.__code__})
-"""Code objects a signal handler must not raise into (see ``defer_until_complete``)."""
 
 
 def has_input(socket: zmq.Socket) -> bool:
