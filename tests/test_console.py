@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from .conftest import kernel_name
+from .utils import is_gone, wait_gone
 
 TIMEOUT = 60
 EXIT_TIMEOUT = 30
@@ -108,23 +109,6 @@ def kernel_of(console_pid: int, timeout: float = TIMEOUT) -> psutil.Process:
                 continue
         time.sleep(0.1)
     raise AssertionError("the console started no akernel process")
-
-
-def is_gone(process: psutil.Process) -> bool:
-    """Whether ``process`` has exited (a zombie nobody has reaped yet counts as exited)."""
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(process: psutil.Process, timeout: float = EXIT_TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_gone(process):
-            return True
-        time.sleep(0.1)
-    return is_gone(process)
 
 
 class ConsoleSession:

@@ -35,31 +35,16 @@ from .utils import (
     execute,
     get_reply,
     iopub_until_idle,
+    is_gone,
     is_idle_of,
     stream_text,
+    wait_gone,
 )
 
 EXIT_TIMEOUT = 30
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def is_gone(process: psutil.Process) -> bool:
-    """Whether ``process`` has exited (an unreaped zombie counts as exited)."""
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(process: psutil.Process, timeout: float = EXIT_TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_gone(process):
-            return True
-        time.sleep(0.1)
-    return is_gone(process)
 
 
 def kill_quietly(pid: int | None) -> None:
@@ -346,29 +331,35 @@ class KernelSlot:
         self.km: KernelManager | None = None
         self.kc: BlockingKernelClient | None = None
 
-    def _responsive(self) -> bool:
-        assert self.km is not None and self.kc is not None
-        if not self.km.is_alive():
-            return False
-        try:
-            get_reply(self.kc, self.kc.kernel_info(), timeout=10)
-        except queue.Empty:
-            return False
-        return True
-
-    def get(self) -> tuple[KernelManager, BlockingKernelClient]:
-        if self.km is not None and not self._responsive():
-            self.close()
-        if self.km is None:
-            self.km, self.kc = start_kernel(self.backend, self.mode)
-        assert self.kc is not None
+    def _drain(self) -> None:
         kc = self.kc
+        assert kc is not None
         for get in (kc.get_iopub_msg, kc.get_stdin_msg, kc.get_shell_msg, kc.get_control_msg):
             while True:
                 try:
                     get(timeout=0.05)
                 except queue.Empty:
                     break
+
+    def _usable(self) -> bool:
+        """Alive, answering, and with channels that still parse (no corrupt frames)."""
+        assert self.km is not None and self.kc is not None
+        if not self.km.is_alive():
+            return False
+        try:
+            get_reply(self.kc, self.kc.kernel_info(), timeout=10)
+            self._drain()
+        except Exception:  # queue.Empty, or ValueError for frames that do not parse
+            return False
+        return True
+
+    def get(self) -> tuple[KernelManager, BlockingKernelClient]:
+        if self.km is not None and not self._usable():
+            self.close()
+        if self.km is None:
+            self.km, self.kc = start_kernel(self.backend, self.mode)
+            self._drain()
+        assert self.kc is not None
         return self.km, self.kc
 
     def close(self) -> None:

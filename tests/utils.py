@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import psutil
 from jupyter_client.blocking import BlockingKernelClient
 
 TIMEOUT = 20
@@ -68,3 +70,21 @@ def stream_text(outputs: list[dict], name: str = "stdout") -> str:
         for m in outputs
         if m["msg_type"] == "stream" and m["content"]["name"] == name
     )
+
+
+def is_gone(process: psutil.Process) -> bool:
+    """Whether ``process`` has exited (an unreaped zombie counts as exited)."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(process: psutil.Process, timeout: float = 30) -> bool:
+    """Wait up to ``timeout`` seconds for ``process`` to exit; whether it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_gone(process):
+            return True
+        time.sleep(0.1)
+    return is_gone(process)
