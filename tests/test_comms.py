@@ -15,6 +15,7 @@ from .utils import (
     iopub_until_idle,
     msg_types,
     stream_text,
+    user_value,
 )
 
 
@@ -27,15 +28,6 @@ def run(kc: BlockingKernelClient, code: str) -> list[dict]:
     reply, outputs = execute(kc, code)
     assert reply["content"]["status"] == "ok", reply["content"]
     return outputs
-
-
-def value(kc: BlockingKernelClient, expression: str) -> str:
-    """The text/plain repr of ``expression`` in the kernel."""
-    reply, _ = execute(kc, "", silent=True, user_expressions={"v": expression})
-    assert reply["content"]["status"] == "ok", reply["content"]
-    result = reply["content"]["user_expressions"]["v"]
-    assert result["status"] == "ok", result
-    return result["data"]["text/plain"]
 
 
 def send_comm(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) -> list[dict]:
@@ -94,7 +86,7 @@ def test_create_comm_publishes_comm_open(kc: BlockingKernelClient) -> None:
     assert content["data"] == {"a": 1}
     assert isinstance(content["comm_id"], str) and content["comm_id"]
     assert msg["parent_header"]["msg_id"] == reply["parent_header"]["msg_id"]
-    assert value(kc, "opened.comm_id") == repr(content["comm_id"])
+    assert user_value(kc, "opened.comm_id") == repr(content["comm_id"])
 
 
 def test_comm_info_lists_kernel_comm(kc: BlockingKernelClient) -> None:
@@ -108,7 +100,7 @@ def test_client_comm_msg_reaches_on_msg(kc: BlockingKernelClient) -> None:
     comm_id = open_kernel_comm(kc, new_target(), "receiver")
     send_comm(kc, "comm_msg", {"comm_id": comm_id, "data": {"n": 1}})
     send_comm(kc, "comm_msg", {"comm_id": comm_id, "data": {"n": 2, "s": "two"}})
-    assert value(kc, "receiver_received") == "[{'n': 1}, {'n': 2, 's': 'two'}]"
+    assert user_value(kc, "receiver_received") == "[{'n': 1}, {'n': 2, 's': 'two'}]"
 
 
 def test_on_msg_output_has_comm_msg_as_parent(kc: BlockingKernelClient) -> None:
@@ -157,12 +149,12 @@ def test_client_closes_kernel_comm(kc: BlockingKernelClient) -> None:
     received = send_comm(kc, "comm_close", {"comm_id": comm_id, "data": {"why": "done"}})
     # Closing from the client is not echoed back.
     assert "comm_close" not in msg_types(received)
-    assert value(kc, "closed_by_client_close") == "[{'why': 'done'}]"
+    assert user_value(kc, "closed_by_client_close") == "[{'why': 'done'}]"
     assert comm_info(kc, target) == {}
     # Messages to a closed comm are dropped without breaking anything.
     received = send_comm(kc, "comm_msg", {"comm_id": comm_id, "data": {"late": True}})
     assert "error" not in msg_types(received)
-    assert value(kc, "closed_by_client_received") == "[]"
+    assert user_value(kc, "closed_by_client_received") == "[]"
 
 
 # -- client-opened comms ------------------------------------------------------------
@@ -196,15 +188,15 @@ def test_client_opens_comm_to_registered_target(kc: BlockingKernelClient) -> Non
     # The handler ran while the comm_open was handled: its reply has that parent.
     ack = only(received, "comm_msg")["content"]
     assert ack == {"comm_id": comm_id, "data": {"ack": {"hi": 1}}}
-    assert value(kc, f"opened_by_client[{comm_id!r}]['open']") == "{'hi': 1}"
+    assert user_value(kc, f"opened_by_client[{comm_id!r}]['open']") == "{'hi': 1}"
     assert comm_info(kc, target) == {comm_id: {"target_name": target}}
 
     send_comm(kc, "comm_msg", {"comm_id": comm_id, "data": {"n": 1}})
-    assert value(kc, f"opened_by_client[{comm_id!r}]['msgs']") == "[{'n': 1}]"
+    assert user_value(kc, f"opened_by_client[{comm_id!r}]['msgs']") == "[{'n': 1}]"
 
     received = send_comm(kc, "comm_close", {"comm_id": comm_id, "data": {"end": 1}})
     assert "comm_close" not in msg_types(received)
-    assert value(kc, f"opened_by_client[{comm_id!r}]['closed']") == "{'end': 1}"
+    assert user_value(kc, f"opened_by_client[{comm_id!r}]['closed']") == "{'end': 1}"
     assert comm_info(kc, target) == {}
 
 
@@ -255,4 +247,4 @@ def test_comm_msg_to_unknown_comm_is_ignored(kc: BlockingKernelClient) -> None:
     received = send_comm(kc, "comm_msg", {"comm_id": comm_id, "data": {"x": 1}})
     assert set(msg_types(received)) <= {"status", "stream"}
     assert stream_text(received, "stdout") == ""
-    assert value(kc, "1 + 1") == "2"
+    assert user_value(kc, "1 + 1") == "2"

@@ -21,6 +21,7 @@ from .utils import (
     iopub_until_idle,
     msg_types,
     stream_text,
+    user_value,
 )
 
 
@@ -62,15 +63,6 @@ def next_count(kc: BlockingKernelClient) -> int:
     reply, _ = execute(kc, "pass")
     assert reply["content"]["status"] == "ok"
     return reply["content"]["execution_count"]
-
-
-def user_value(kc: BlockingKernelClient, expression: str) -> str:
-    """The text/plain repr of ``expression`` evaluated in the kernel."""
-    reply, _ = execute(kc, "", silent=True, user_expressions={"v": expression})
-    assert reply["content"]["status"] == "ok", reply["content"]
-    result = reply["content"]["user_expressions"]["v"]
-    assert result["status"] == "ok", result
-    return result["data"]["text/plain"]
 
 
 # -- basic outputs -----------------------------------------------------------

@@ -88,3 +88,12 @@ def wait_gone(process: psutil.Process, timeout: float = 30) -> bool:
             return True
         time.sleep(0.1)
     return is_gone(process)
+
+
+def user_value(kc: BlockingKernelClient, expression: str) -> str:
+    """The text/plain repr of ``expression`` evaluated in the kernel."""
+    reply, _ = execute(kc, "", silent=True, user_expressions={"v": expression})
+    assert reply["content"]["status"] == "ok", reply["content"]
+    result = reply["content"]["user_expressions"]["v"]
+    assert result["status"] == "ok", result
+    return result["data"]["text/plain"]
