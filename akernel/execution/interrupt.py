@@ -4,15 +4,17 @@ What an interrupt does depends on where the main thread is when it lands:
 
 * in user code (a sync cell, or an async cell between awaits): raise
   ``KeyboardInterrupt`` right there, as Python does;
+* in kernel code that user code called (print, display, comm sends): defer
+  the raise to the end of that call, so no message is ever cut in half;
 * in the event loop while an async cell is suspended in ``await``: cancel
   the cell's cancel scope (from the loop, through the mailbox), and the cell
   ends with a ``KeyboardInterrupt`` error;
 * with no cell running: nothing to interrupt, it is logged and ignored.
 
-"In user code" means IPython's ``run_code`` frame is on the current stack:
-that frame is there exactly while cell code (or code it calls) executes.
-Message-mode interrupts send SIGINT to the main thread, so both modes share
-this one path; SIGINT is blocked in the kernel's other threads.
+"In user code" means the cell's frame, called by IPython's ``run_code``, is
+on the current stack. Message-mode interrupts send SIGINT to the main
+thread, so both modes share this one path; SIGINT is blocked in the
+kernel's other threads.
 """
 
 from __future__ import annotations
