@@ -120,3 +120,35 @@ def stream_of(messages: list[dict], parent_id: str) -> str:
         for m in messages
         if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == parent_id
     )
+
+
+def test_interrupting_an_awaiting_cell_spares_background_tasks(kernel, backend: str) -> None:
+    """The interrupted cell ends with KeyboardInterrupt; an earlier cell's task goes on."""
+    km, kc = kernel
+    if backend != "asyncio":
+        pytest.skip("trio has no free-floating tasks: the kernel nursery is not built yet")
+    run_ok(
+        kc,
+        "import asyncio\n"
+        "beats = 0\n"
+        "async def heartbeat():\n"
+        "    global beats\n"
+        "    while True:\n"
+        "        await asyncio.sleep(0.05)\n"
+        "        beats += 1\n"
+        "beating = asyncio.create_task(heartbeat())",
+    )
+    msg_id = kc.execute("print('waiting', flush=True)\nawait asyncio.sleep(100)")
+    while True:
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    km.interrupt_kernel()
+    reply = get_reply(kc, msg_id)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    before = int(user_value(kc, "beats"))
+    time.sleep(0.5)
+    assert int(user_value(kc, "beats")) > before, "the background task was cancelled"
+    assert user_value(kc, "beating.cancelled() or beating.done()") == "False"
+    run_ok(kc, "beating.cancel()")
