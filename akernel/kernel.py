@@ -180,7 +180,7 @@ class Kernel(LoggingConfigurable):
         sys.__stdout__.flush()
         sys.__stderr__.flush()
         captures = [
-            FdCapture(fd, lambda text, name=name: router.write_captured(name, text))
+            FdCapture(fd, lambda text, name=name: router.publish_stream(name, text))
             for fd, name in ((1, "stdout"), (2, "stderr"))
         ]
         for capture in captures:

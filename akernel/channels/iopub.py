@@ -36,14 +36,15 @@ log = logging.getLogger("akernel.iopub")
 
 
 class _StreamBatch:
-    __slots__ = ("deadline", "name", "parent", "parts", "size")
+    __slots__ = ("deadline", "name", "parent", "parts", "size", "started")
 
-    def __init__(self, name: str, parent: Message | None, text: str, deadline: float) -> None:
+    def __init__(self, name: str, parent: Message | None, text: str, interval: float) -> None:
         self.name = name
         self.parent = parent
         self.parts = [text]
         self.size = len(text)
-        self.deadline = deadline
+        self.started = time.monotonic()
+        self.deadline = self.started + interval
 
 
 class IOPubPublisher:
@@ -117,7 +118,7 @@ class IOPubPublisher:
                 return
             if batch is not None:
                 self._send_batch()
-            self._batch = _StreamBatch(name, parent, text, time.monotonic() + self.flush_interval)
+            self._batch = _StreamBatch(name, parent, text, self.flush_interval)
             if len(text) >= self.max_batch_chars:
                 self._send_batch()
                 return
@@ -132,7 +133,7 @@ class IOPubPublisher:
             batch = self._batch
             if batch is None:
                 return
-            deadline = batch.deadline - self.flush_interval + within
+            deadline = batch.started + within
             if deadline <= time.monotonic():
                 self._send_batch()
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import getpass
 import logging
+import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -128,8 +129,6 @@ class ShellHandlers:
         try:
             transformed = shell.transform_cell(code)
         except Exception:
-            import sys
-
             transformed = code
             preprocessing_exc = sys.exc_info()
         saved_input, saved_getpass = builtins.input, getpass.getpass

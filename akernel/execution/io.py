@@ -37,21 +37,34 @@ class OutputRouter:
 
     def publish(self, msg_type: str, content: dict[str, Any], **kwargs: Any) -> None:
         parent = self.parent()
-        if not (parent is not None and self.silenced and parent.msg_id in self.silenced):
+        if not self._silenced(parent):
             self.iopub.publish(msg_type, content, parent, **kwargs)
         run_deferred()  # an interrupt that landed during this call
+
+    def write_stream(self, name: str, text: str) -> None:
+        """Publish Python-level stream output (``sys.stdout``/``sys.stderr``)."""
+        if self.captures:
+            # What reached fds 1/2 before this write should be published before
+            # it; draining costs a system call, so at most once a millisecond.
+            now = time.monotonic()
+            if now - self._last_drain > 0.001:
+                self._last_drain = now
+                self.drain_captured()
+        self.publish_stream(name, text)
+
+    def publish_stream(self, name: str, text: str) -> None:
+        """Publish stream text as is (what an fd capture read goes here directly)."""
+        parent = self.parent()
+        if not self._silenced(parent):
+            self.iopub.write_stream(name, text, parent)
 
     def drain_captured(self) -> None:
         """Publish what C code and subprocesses wrote to fds 1 and 2 so far."""
         for capture in self.captures:
             capture.drain()
 
-    def write_captured(self, name: str, text: str) -> None:
-        """Publish text an fd capture read (no draining: it comes from the drain)."""
-        parent = self.parent()
-        if parent is not None and self.silenced and parent.msg_id in self.silenced:
-            return
-        self.iopub.write_stream(name, text, parent)
+    def _silenced(self, parent: Message | None) -> bool:
+        return bool(self.silenced) and parent is not None and parent.msg_id in self.silenced
 
 
 class OutStream(io.TextIOBase):
@@ -83,21 +96,9 @@ class OutStream(io.TextIOBase):
         raise io.UnsupportedOperation("fileno")
 
     def write(self, text: str) -> int:
-        # The hot path of every print() (two calls per line), kept flat.
-        if type(text) is not str:
-            if not isinstance(text, str):
-                raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        router = self._router
-        if router.captures:
-            # What reached fds 1/2 before this write should be published before
-            # it; draining costs a system call, so at most once a millisecond.
-            now = time.monotonic()
-            if now - router._last_drain > 0.001:
-                router._last_drain = now
-                router.drain_captured()
-        parent = current_request.get() or router.last_execute
-        if not (router.silenced and parent is not None and parent.msg_id in router.silenced):
-            router.iopub.write_stream(self.name, text, parent)
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._router.write_stream(self.name, text)
         run_deferred()  # an interrupt that landed during this write
         return len(text)
 
