@@ -122,9 +122,9 @@ def stream_of(messages: list[dict], parent_id: str) -> str:
     )
 
 
-def test_interrupting_an_awaiting_cell_spares_background_tasks(kernel, backend: str) -> None:
+def test_interrupting_an_awaiting_cell_spares_background_tasks(fresh_kernel, backend: str) -> None:
     """The interrupted cell ends with KeyboardInterrupt; an earlier cell's task goes on."""
-    km, kc = kernel
+    km, kc = fresh_kernel
     if backend != "asyncio":
         pytest.skip("trio has no free-floating tasks: the kernel nursery is not built yet")
     run_ok(
