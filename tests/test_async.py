@@ -145,6 +145,8 @@ def test_interrupting_an_awaiting_cell_spares_background_tasks(fresh_kernel, bac
             break
     km.interrupt_kernel()
     reply = get_reply(kc, msg_id)
+    # Requests sent before the failed cell's idle are aborted (stop_on_error).
+    iopub_until_idle(kc, msg_id)
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     before = int(user_value(kc, "beats"))
