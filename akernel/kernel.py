@@ -109,7 +109,9 @@ class Kernel(LoggingConfigurable):
             parent=self, router=router, interrupts=interrupts, user_ns=self.user_ns
         )
         comm_manager = install_comms(router)
-        shell_dispatcher = RequestDispatcher("shell", AsyncSocket(sockets.shell), session, iopub)
+        shell_dispatcher = RequestDispatcher(
+            "shell", AsyncSocket(sockets.shell), session, iopub, serial=("execute_request",)
+        )
         stdin = StdinChannel(sockets.stdin, session)
         stdin.should_stop = lambda: self._stopping
         handlers = ShellHandlers(
@@ -265,10 +267,10 @@ class Kernel(LoggingConfigurable):
             "control", AsyncSocket(self.sockets.control), self.session, iopub, abortable=()
         )
 
-        async def kernel_info_request(msg: Message) -> None:
+        def kernel_info_request(msg: Message) -> None:
             dispatcher.reply(msg, "kernel_info_reply", kernel_info(self.backend))
 
-        async def shutdown_request(msg: Message) -> None:
+        def shutdown_request(msg: Message) -> None:
             restart = bool(msg.content.get("restart", False))
             dispatcher.reply(msg, "shutdown_reply", {"status": "ok", "restart": restart})
             self.request_stop()
@@ -276,7 +278,7 @@ class Kernel(LoggingConfigurable):
                 # Get user code out of the way so the main loop can stop.
                 interrupts.interrupt()
 
-        async def interrupt_request(msg: Message) -> None:
+        def interrupt_request(msg: Message) -> None:
             # The interrupt itself was fired on receipt (see ``preempt``).
             dispatcher.reply(msg, "interrupt_reply", {"status": "ok"})
 

@@ -184,7 +184,7 @@ class ShellHandlers:
 
     # -- introspection --------------------------------------------------------
 
-    async def complete_request(self, msg: Message) -> None:
+    def complete_request(self, msg: Message) -> None:
         code = str(msg.content.get("code", ""))
         cursor_pos = msg.content.get("cursor_pos")
         if not isinstance(cursor_pos, int):
@@ -218,7 +218,7 @@ class ShellHandlers:
             },
         )
 
-    async def inspect_request(self, msg: Message) -> None:
+    def inspect_request(self, msg: Message) -> None:
         code = str(msg.content.get("code", ""))
         cursor_pos = msg.content.get("cursor_pos")
         if not isinstance(cursor_pos, int):
@@ -236,7 +236,7 @@ class ShellHandlers:
             reply.update(found=True, data=bundle)
         self.dispatcher.reply(msg, "inspect_reply", reply)
 
-    async def is_complete_request(self, msg: Message) -> None:
+    def is_complete_request(self, msg: Message) -> None:
         code = str(msg.content.get("code", ""))
         status, indent_spaces = self.shell.input_transformer_manager.check_complete(code)
         reply: dict[str, Any] = {"status": status}
@@ -244,7 +244,7 @@ class ShellHandlers:
             reply["indent"] = " " * (indent_spaces or 0)
         self.dispatcher.reply(msg, "is_complete_reply", reply)
 
-    async def history_request(self, msg: Message) -> None:
+    def history_request(self, msg: Message) -> None:
         c = msg.content
         history = self.shell.history_manager
         raw = bool(c.get("raw", True))
@@ -282,18 +282,18 @@ class ShellHandlers:
 
     # -- kernel and comms -------------------------------------------------------
 
-    async def kernel_info_request(self, msg: Message) -> None:
+    def kernel_info_request(self, msg: Message) -> None:
         self.dispatcher.reply(msg, "kernel_info_reply", kernel_info(self.backend))
 
-    async def connect_request(self, msg: Message) -> None:
+    def connect_request(self, msg: Message) -> None:
         self.dispatcher.reply(msg, "connect_reply", {"status": "ok", **self.connection_ports})
 
-    async def shutdown_request(self, msg: Message) -> None:
+    def shutdown_request(self, msg: Message) -> None:
         restart = bool(msg.content.get("restart", False))
         self.dispatcher.reply(msg, "shutdown_reply", {"status": "ok", "restart": restart})
         self.on_shutdown(msg)
 
-    async def comm_info_request(self, msg: Message) -> None:
+    def comm_info_request(self, msg: Message) -> None:
         target = msg.content.get("target_name")
         comms = {
             comm_id: {"target_name": comm.target_name}
@@ -302,11 +302,11 @@ class ShellHandlers:
         }
         self.dispatcher.reply(msg, "comm_info_reply", {"status": "ok", "comms": comms})
 
-    async def comm_open(self, msg: Message) -> None:
+    def comm_open(self, msg: Message) -> None:
         self.comm_manager.comm_open(None, None, as_comm_msg(msg))
 
-    async def comm_msg(self, msg: Message) -> None:
+    def comm_msg(self, msg: Message) -> None:
         self.comm_manager.comm_msg(None, None, as_comm_msg(msg))
 
-    async def comm_close(self, msg: Message) -> None:
+    def comm_close(self, msg: Message) -> None:
         self.comm_manager.comm_close(None, None, as_comm_msg(msg))
