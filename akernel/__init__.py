@@ -1,5 +1,25 @@
 """akernel: a fast, async-native Jupyter kernel for Python, on asyncio and trio."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from .execution.background import BackgroundTasks
+
+__all__ = ["__version__", "task_group"]
+
+
+def task_group() -> BackgroundTasks:
+    """The running kernel's task group, for work that outlives the cell.
+
+    ``akernel.task_group().start_soon(fn, *args)`` runs ``fn`` in the
+    kernel's event loop (asyncio or trio) until it returns or the kernel
+    stops. Its output goes to the cell that started it, and so does its
+    error, if it fails.
+    """
+    from .execution.background import running_task_group
+
+    return running_task_group()

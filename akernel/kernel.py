@@ -23,6 +23,7 @@ from traitlets.config import Config, LoggingConfigurable
 from .channels import ControlThread, FdCapture, IOPubPublisher, RequestDispatcher, StdinChannel
 from .execution import (
     AkernelShell,
+    BackgroundTasks,
     InterruptController,
     OutputRouter,
     OutStream,
@@ -30,6 +31,8 @@ from .execution import (
     install_comms,
     kernel_info,
     propagate_context_to_threads,
+    report_asyncio_task_errors,
+    set_running,
     uninstall_comms,
 )
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
@@ -109,6 +112,8 @@ class Kernel(LoggingConfigurable):
             parent=self, router=router, interrupts=interrupts, user_ns=self.user_ns
         )
         comm_manager = install_comms(router)
+        background = BackgroundTasks(lambda error: shell.publish_error(error, skip_frames=1))
+        shell.kernel.task_group = background
         shell_dispatcher = RequestDispatcher(
             "shell", AsyncSocket(sockets.shell), session, iopub, serial=("execute_request",)
         )
@@ -150,14 +155,25 @@ class Kernel(LoggingConfigurable):
             interrupts.install()
         undo_thread_context = propagate_context_to_threads()
         previous_sigterm = self._install_sigterm()
+        undo_task_errors = (
+            report_asyncio_task_errors(
+                lambda text, parent: iopub.write_stream("stderr", text, parent)
+            )
+            if self.backend == "asyncio"
+            else (lambda: None)
+        )
+        set_running(background)
         try:
             async with anyio.create_task_group() as tg:
                 self._cancel_scope = tg.cancel_scope
                 tg.start_soon(mailbox.serve)
+                await tg.start(background.serve)
                 tg.start_soon(shell_dispatcher.serve)
                 self._batch_history_writes(shell, tg)
         finally:
             self._stopping = True
+            set_running(None)
+            undo_task_errors()
             interrupts.uninstall()
             undo_thread_context()
             uninstall_comms()

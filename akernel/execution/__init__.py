@@ -1,5 +1,6 @@
 """The execution layer: IPython's shell and the request handlers that use it."""
 
+from .background import BackgroundTasks, report_asyncio_task_errors, set_running
 from .comms import install_comms, uninstall_comms
 from .handlers import ShellHandlers
 from .info import kernel_info
@@ -10,6 +11,7 @@ from .threads import propagate_context_to_threads
 
 __all__ = [
     "AkernelShell",
+    "BackgroundTasks",
     "InterruptController",
     "OutStream",
     "OutputRouter",
@@ -17,5 +19,7 @@ __all__ = [
     "install_comms",
     "kernel_info",
     "propagate_context_to_threads",
+    "report_asyncio_task_errors",
+    "set_running",
     "uninstall_comms",
 ]

@@ -31,6 +31,9 @@ class KernelHandle:
     def __init__(self, shell: AkernelShell) -> None:
         self._shell = shell
 
+    # The kernel's task group for work that outlives a cell (set by the kernel).
+    task_group: Any = None
+
     def get_parent(self, channel: str = "shell") -> dict[str, Any]:
         return self._shell.get_parent()
 
@@ -106,6 +109,18 @@ class AkernelShell(InteractiveShell):
         }
         self.last_error = content
         self._last_error_value = evalue
+        if self.router is not None:
+            self.router.publish("error", content)
+
+    def publish_error(self, error: BaseException, *, skip_frames: int = 0) -> None:
+        """Show ``error`` as an ``error`` output of the current request, like a
+        failed cell's, without making it the running cell's error."""
+        tb = error.__traceback__
+        for _ in range(skip_frames):
+            if tb is not None:
+                tb = tb.tb_next
+        stb = self.InteractiveTB.structured_traceback(type(error), error, tb)
+        content = {"traceback": stb, "ename": type(error).__name__, "evalue": str(error)}
         if self.router is not None:
             self.router.publish("error", content)
 

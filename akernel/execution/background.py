@@ -1,0 +1,152 @@
+"""Work that outlives its cell: the kernel's task group, and asyncio's loose tasks.
+
+A cell is one request; what it starts in the background keeps running after
+the reply, while other cells execute, and stops when the kernel stops.
+
+* :class:`BackgroundTasks` is a task group the kernel owns and offers to
+  cells (``akernel.task_group()`` or ``get_ipython().kernel.task_group``), on
+  asyncio and trio alike. A task inherits the context of the code that
+  started it, so its output goes to the cell that started it. An error in a
+  task is shown as an ``error`` output of that cell; it does not take the
+  kernel, or the other tasks, down. At shutdown the group is cancelled.
+* On asyncio, ``asyncio.create_task`` also works. Such a task's unretrieved
+  exception (reported by asyncio when the task is garbage collected) is
+  shown to the cell that created it, instead of only in the kernel's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ..channels import current_request
+from ..wire import Message
+
+log = logging.getLogger("akernel.background")
+
+ErrorReporter = Callable[[BaseException], None]
+
+
+class BackgroundTasks:
+    """The kernel's task group for cells: ``start_soon`` and ``start``, like anyio's.
+
+    Only usable from the kernel's event loop (a cell, or a task of its own).
+    """
+
+    def __init__(self, report_error: ErrorReporter) -> None:
+        self._report_error = report_error
+        self._group: anyio.abc.TaskGroup | None = None
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        """Own the task group until cancelled (which cancels every task in it)."""
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._group = None
+
+    def start_soon(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> None:
+        """Run ``func(*args)`` in the background; return at once."""
+        self._require_group().start_soon(self._guarded, func, args, name=name or func)
+
+    async def start(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> Any:
+        """Run ``func(*args, task_status=...)`` and return the value it reports
+        with ``task_status.started(value)``, as anyio's ``TaskGroup.start``."""
+
+        async def guarded(*, task_status: anyio.abc.TaskStatus[Any]) -> None:
+            await self._guarded(func, args, task_status=task_status)
+
+        return await self._require_group().start(guarded, name=name or func)
+
+    def _require_group(self) -> anyio.abc.TaskGroup:
+        if self._group is None:
+            raise RuntimeError("the kernel's task group is not running (kernel stopped?)")
+        return self._group
+
+    async def _guarded(
+        self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], **kwargs: Any
+    ) -> None:
+        try:
+            await func(*args, **kwargs)
+        except Exception as error:
+            # One failing task must not cancel the group (and every other task).
+            log.info("background task %r failed", func, exc_info=True)
+            self._report_error(error)
+
+
+_running: BackgroundTasks | None = None
+
+
+def running_task_group() -> BackgroundTasks:
+    """The running kernel's :class:`BackgroundTasks` (public as ``akernel.task_group``)."""
+    if _running is None:
+        raise RuntimeError("no akernel kernel is running in this process")
+    return _running
+
+
+def set_running(tasks: BackgroundTasks | None) -> None:
+    global _running
+    _running = tasks
+
+
+def report_asyncio_task_errors(
+    publish_stderr: Callable[[str, Message], None],
+) -> Callable[[], None]:
+    """Show unretrieved exceptions of tasks created in cells to those cells.
+
+    Records the request each task was created under (a task factory), and
+    publishes asyncio's "exception was never retrieved" report there. Other
+    reports go to the handler that was set before. Returns the undo.
+    """
+    loop = asyncio.get_running_loop()
+    parents: weakref.WeakKeyDictionary[asyncio.Future, Message] = weakref.WeakKeyDictionary()
+    previous_factory = loop.get_task_factory()
+    previous_handler = loop.get_exception_handler()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future:
+        if previous_factory is not None:
+            task = previous_factory(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        parent = current_request.get()
+        if parent is not None:
+            parents[task] = parent
+        return task
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("future") or context.get("task")
+        error = context.get("exception")
+        parent = parents.get(task) if task is not None else None
+        if parent is None or error is None:
+            if previous_handler is not None:
+                previous_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        log.info("%s", context.get("message"), exc_info=error)
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        publish_stderr(f"{context.get('message', 'Task failed')}: {task!r}\n{text}", parent)
+
+    loop.set_task_factory(factory)
+    loop.set_exception_handler(handler)
+
+    def undo() -> None:
+        if loop.get_task_factory() is factory:
+            loop.set_task_factory(previous_factory)
+        if loop.get_exception_handler() is handler:
+            loop.set_exception_handler(previous_handler)
+
+    return undo
