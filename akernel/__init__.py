@@ -7,9 +7,21 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from .embed import embed_kernel, embedded_kernel, serve_kernel
     from .execution.background import BackgroundTasks
 
-__all__ = ["__version__", "task_group"]
+__all__ = ["__version__", "embed_kernel", "embedded_kernel", "serve_kernel", "task_group"]
+
+_EMBEDDING = ("embed_kernel", "embedded_kernel", "serve_kernel")
+
+
+def __getattr__(name: str) -> object:
+    # The embedding API imports the whole kernel: only when asked for.
+    if name in _EMBEDDING:
+        from . import embed
+
+        return getattr(embed, name)
+    raise AttributeError(f"module 'akernel' has no attribute {name!r}")
 
 
 def task_group() -> BackgroundTasks:

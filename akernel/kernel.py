@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -31,7 +32,9 @@ from .execution import (
     install_comms,
     kernel_info,
     propagate_context_to_threads,
+    release_shell,
     report_asyncio_task_errors,
+    running_task_group_or_none,
     set_running,
     uninstall_comms,
 )
@@ -76,7 +79,22 @@ class Kernel(LoggingConfigurable):
         " C extensions) as stream output.",
     ).tag(config=True)
     capture_sigint = Bool(
-        True, help="Install a SIGINT handler that interrupts the running cell."
+        True,
+        help="Install a SIGINT handler that interrupts the running cell. Without it, an"
+        " interrupt_request still cancels a cell suspended in await.",
+    ).tag(config=True)
+    handle_sigterm = Bool(True, help="On SIGTERM, interrupt the running cell and stop.").tag(
+        config=True
+    )
+    propagate_thread_context = Bool(
+        True,
+        help="Make threading.Thread.start and ThreadPoolExecutor.submit run in the caller's"
+        " context, so output of threads started by a cell goes to that cell.",
+    ).tag(config=True)
+    orphan_output_to_last_cell = Bool(
+        True,
+        help="Output from code outside any request (e.g. threads not started by a cell) goes"
+        " to the last executed cell. If false, it goes to the original sys.stdout/stderr.",
     ).tag(config=True)
 
     def __init__(
@@ -87,6 +105,7 @@ class Kernel(LoggingConfigurable):
         backend: str = "asyncio",
         config: Config | None = None,
         user_ns: dict[str, Any] | None = None,
+        user_module: ModuleType | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(config=config, **kwargs)
@@ -94,6 +113,7 @@ class Kernel(LoggingConfigurable):
         self.sockets = sockets
         self.backend = backend
         self.user_ns = user_ns
+        self.user_module = user_module
         self.session = Session(info.key.encode(), info.signature_scheme or "hmac-sha256")
         self._cancel_scope: anyio.CancelScope | None = None
         self._stopping = False
@@ -107,9 +127,16 @@ class Kernel(LoggingConfigurable):
         iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
         heartbeat = Heartbeat(sockets.context, sockets.hb)
         router = OutputRouter(iopub)
+        router.orphans_to_last_execute = self.orphan_output_to_last_cell
         interrupts = self._interrupts = InterruptController(mailbox)
+        if running_task_group_or_none() is not None:
+            raise RuntimeError("an akernel kernel is already running in this process")
         shell = AkernelShell.instance(
-            parent=self, router=router, interrupts=interrupts, user_ns=self.user_ns
+            parent=self,
+            router=router,
+            interrupts=interrupts,
+            user_ns=self.user_ns,
+            user_module=self.user_module,
         )
         comm_manager = install_comms(router)
         background = BackgroundTasks(lambda error: shell.publish_error(error, skip_frames=1))
@@ -149,12 +176,14 @@ class Kernel(LoggingConfigurable):
         heartbeat.start()
         control.start()
         iopub.publish_status("starting")
-        sys.stdout = OutStream("stdout", router, sys.__stdout__)
-        sys.stderr = OutStream("stderr", router, sys.__stderr__)
+        sys.stdout = OutStream("stdout", router, saved_streams[0])
+        sys.stderr = OutStream("stderr", router, saved_streams[1])
         if self.capture_sigint:
             interrupts.install()
-        undo_thread_context = propagate_context_to_threads()
-        previous_sigterm = self._install_sigterm()
+        undo_thread_context = (
+            propagate_context_to_threads() if self.propagate_thread_context else (lambda: None)
+        )
+        previous_sigterm = self._install_sigterm() if self.handle_sigterm else None
         undo_task_errors = (
             report_asyncio_task_errors(
                 lambda text, parent: iopub.write_stream("stderr", text, parent)
@@ -182,8 +211,7 @@ class Kernel(LoggingConfigurable):
             control.stop()
             sys.stdout, sys.stderr = saved_streams
             sys.setswitchinterval(saved_switch_interval)
-            if shell.history_manager is not None:
-                shell.history_manager.end_session()
+            release_shell(shell)
             for capture in captures:
                 capture.restore()
             iopub.stop()

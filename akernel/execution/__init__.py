@@ -1,12 +1,17 @@
 """The execution layer: IPython's shell and the request handlers that use it."""
 
-from .background import BackgroundTasks, report_asyncio_task_errors, set_running
+from .background import (
+    BackgroundTasks,
+    report_asyncio_task_errors,
+    running_task_group_or_none,
+    set_running,
+)
 from .comms import install_comms, uninstall_comms
 from .handlers import ShellHandlers
 from .info import kernel_info
 from .interrupt import InterruptController
 from .io import OutputRouter, OutStream
-from .shell import AkernelShell
+from .shell import AkernelShell, release_shell
 from .threads import propagate_context_to_threads
 
 __all__ = [
@@ -19,7 +24,9 @@ __all__ = [
     "install_comms",
     "kernel_info",
     "propagate_context_to_threads",
+    "release_shell",
     "report_asyncio_task_errors",
+    "running_task_group_or_none",
     "set_running",
     "uninstall_comms",
 ]

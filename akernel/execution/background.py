@@ -97,6 +97,10 @@ def running_task_group() -> BackgroundTasks:
     return _running
 
 
+def running_task_group_or_none() -> BackgroundTasks | None:
+    return _running
+
+
 def set_running(tasks: BackgroundTasks | None) -> None:
     global _running
     _running = tasks

@@ -93,9 +93,22 @@ class InterruptController:
             raise KeyboardInterrupt
 
     def interrupt(self) -> None:
-        """Interrupt the running cell, if any (message mode): SIGINT the main thread."""
-        if self.executing and self._installed and self._main_thread_id is not None:
+        """Interrupt the running cell, if any (message mode): SIGINT the main thread.
+
+        Without our SIGINT handler (an embedded kernel leaves SIGINT to its
+        host), only a cell suspended in ``await`` can be interrupted: its
+        cancel scope is cancelled.
+        """
+        if not self.executing:
+            return
+        if self._installed and self._main_thread_id is not None:
             signal.pthread_kill(self._main_thread_id, signal.SIGINT)
+            return
+        scope = self.cell_scope
+        if scope is not None:
+            self.mailbox.post(scope.cancel)
+        else:
+            log.warning("cannot interrupt a cell that holds the event loop without SIGINT")
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.interrupt_at(frame)

@@ -26,6 +26,9 @@ class OutputRouter:
     def __init__(self, iopub: IOPubPublisher) -> None:
         self.iopub = iopub
         self.last_execute: Message | None = None
+        # Whether output from outside any request goes to the last executed
+        # cell (a kernel of its own) or stays with the process (embedded).
+        self.orphans_to_last_execute = True
         # Requests executed with ``silent``: their output is not broadcast.
         self.silenced: set[str] = set()
         # Captured file descriptors (OS-level output), drained on demand.
@@ -33,7 +36,10 @@ class OutputRouter:
         self._last_drain = 0.0
 
     def parent(self) -> Message | None:
-        return current_request.get() or self.last_execute
+        request = current_request.get()
+        if request is None and self.orphans_to_last_execute:
+            return self.last_execute
+        return request
 
     def publish(self, msg_type: str, content: dict[str, Any], **kwargs: Any) -> None:
         parent = self.parent()
@@ -98,7 +104,15 @@ class OutStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._router.write_stream(self.name, text)
+        router = self._router
+        if (
+            not router.orphans_to_last_execute
+            and self._original is not None
+            and router.parent() is None
+        ):
+            # The host application's own output, not a cell's.
+            return self._original.write(text)
+        router.write_stream(self.name, text)
         run_deferred()  # an interrupt that landed during this write
         return len(text)
 
@@ -107,6 +121,8 @@ class OutStream(io.TextIOBase):
             self.write(line)
 
     def flush(self) -> None:
+        if not self._router.orphans_to_last_execute and self._original is not None:
+            self._original.flush()
         # Shown at once to the eye (5 ms), without a message per line for
         # code that flushes after every print.
         self._router.iopub.flush(within=0.005)

@@ -7,6 +7,7 @@ runs on whatever loop the kernel runs (asyncio or trio).
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from importlib.util import find_spec
@@ -42,6 +43,19 @@ class KernelHandle:
         import comm
 
         return comm.get_comm_manager()
+
+
+def release_shell(shell: AkernelShell) -> None:
+    """End the shell's history session and forget the process-wide instance, so
+    that a later kernel in this process (embedding) starts with a fresh shell.
+    The user namespace is left alone: it may belong to the host application."""
+    history = shell.history_manager
+    if history is not None:
+        history.end_session()
+        history.close()
+        shell.history_manager = None
+    atexit.unregister(shell.atexit_operations)
+    AkernelShell.clear_instance()
 
 
 class AkernelShell(InteractiveShell):
