@@ -38,6 +38,7 @@ import anyio
 import anyio.abc
 from traitlets.config import Config
 
+from .execution import running_task_group_or_none
 from .kernel import Kernel
 from .transport import ConnectionInfo, bind_kernel_sockets
 from .wire import new_id
@@ -97,6 +98,7 @@ async def serve_kernel(
     the connection file's path is returned once clients can connect.
     """
     backend = current_backend()
+    _check_none_running()
     path = Path(connection_file) if connection_file else _new_connection_file()
     info = ConnectionInfo(transport=transport, key=new_id())
     info.ip = ip or ("127.0.0.1" if transport == "tcp" else str(path.with_suffix("")) + "-ipc")
@@ -155,6 +157,7 @@ async def embedded_kernel(**kwargs: Any) -> AsyncIterator[EmbeddedKernel]:
             print("connect with: jupyter console --existing", kernel.connection_file)
             await app.serve_forever()
     """
+    _check_none_running()
     stopped = anyio.Event()
 
     async def serve(*, task_status: anyio.abc.TaskStatus[str]) -> None:
@@ -205,6 +208,11 @@ def embed_kernel(
         anyio.run(main, backend=backend)
     except KeyboardInterrupt:
         pass
+
+
+def _check_none_running() -> None:
+    if running_task_group_or_none() is not None:
+        raise RuntimeError("an akernel kernel is already running in this process")
 
 
 def _module_of(namespace: dict[str, Any]) -> ModuleType:
