@@ -249,3 +249,25 @@ def test_interrupting_a_cell_that_awaits_a_comm(fresh_kernel) -> None:
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     iopub_until_idle(kc, cell)
     assert user_value(kc, "1 + 1") == "2"
+
+
+def test_requests_sent_with_a_cell_wait_for_it_to_start(kc: BlockingKernelClient) -> None:
+    """A comm_open sent right behind the cell that registers its target is handled
+    after the cell started (target registered), and while it awaits."""
+    cell = kc.execute(
+        "import anyio, comm\n"
+        "greeted = anyio.Event()\n"
+        "def _greeter(c, open_msg):\n"
+        "    c.on_msg(lambda msg: greeted.set())\n"
+        "comm.get_comm_manager().register_target('akernel.test.race', _greeter)\n"
+        "with anyio.fail_after(15):\n"
+        "    await greeted.wait()\n"
+        "print('greeted')"
+    )
+    # No waiting: both are on the socket before the cell has started.
+    send_shell(kc, "comm_open", {"comm_id": "race-comm", "target_name": "akernel.test.race"})
+    send_shell(kc, "comm_msg", {"comm_id": "race-comm", "data": {}})
+    reply = get_reply(kc, cell)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    outputs = [m for m in iopub_until_idle(kc, cell) if m["parent_header"].get("msg_id") == cell]
+    assert stream_text(outputs) == "greeted\n"

@@ -44,6 +44,10 @@ log = logging.getLogger("akernel.dispatch")
 
 Handler = Callable[[Message], Awaitable[None] | None]
 
+# A request handed from the reader to the executor: (request, abort?, the
+# event the executor sets when it starts a serial request).
+_Handoff = tuple[Message, bool, anyio.Event | None]
+
 current_request: ContextVar[Message | None] = ContextVar("akernel_current_request", default=None)
 """The request whose handling produced the code now running (the output parent)."""
 
@@ -123,7 +127,7 @@ class RequestDispatcher:
                 frames, abort = await self._next_frames()
                 if frames is not None and (msg := self.parse(frames)) is not None:
                     await self.dispatch(msg, abort=abort)
-        send, receive = anyio.create_memory_object_stream[tuple[Message, bool]](0)
+        send, receive = anyio.create_memory_object_stream[_Handoff](0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._execute_serially, receive)
             await self._read(send)
@@ -138,7 +142,7 @@ class RequestDispatcher:
             self._recv_scope = None
         return None, False  # woken to look at the backlog
 
-    async def _read(self, executor: ObjectSendStream[tuple[Message, bool]]) -> None:
+    async def _read(self, executor: ObjectSendStream[_Handoff]) -> None:
         while True:
             frames, abort = await self._next_frames()
             if frames is None or (msg := self.parse(frames)) is None:
@@ -148,24 +152,30 @@ class RequestDispatcher:
                 # A cell is suspended in ``await``: answer now.
                 context.run(self.dispatch_now, msg, abort)
                 continue
+            started = anyio.Event() if msg.msg_type in self.serial else None
             self._reader_holding = True
             try:
-                await executor.send((msg, abort))
+                await executor.send((msg, abort, started))
             finally:
                 self._reader_holding = False
+            if started is not None:
+                # Read on only once it has started: what comes next may be
+                # for a comm (or target) that this cell opens.
+                await started.wait()
 
-    async def _execute_serially(self, requests: ObjectReceiveStream[tuple[Message, bool]]) -> None:
-        async for msg, abort in requests:
+    async def _execute_serially(self, requests: ObjectReceiveStream[_Handoff]) -> None:
+        async for msg, abort, started in requests:
             if self._abort_held:
                 self._abort_held, abort = False, True
-            if msg.msg_type in self.serial:
-                self._serial_context = contextvars.copy_context()
-                try:
-                    await self.dispatch(msg, abort=abort)
-                finally:
-                    self._serial_context = None
-            else:
+            if started is None:
                 self.dispatch_now(msg, abort=abort)
+                continue
+            self._serial_context = contextvars.copy_context()
+            started.set()
+            try:
+                await self.dispatch(msg, abort=abort)
+            finally:
+                self._serial_context = None
 
     def _take_queue_for_abort(self) -> None:
         # The request the reader holds arrived before this point, and so did
