@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from types import ModuleType
 from typing import Any
 
@@ -122,15 +123,44 @@ class Kernel(LoggingConfigurable):
 
     async def serve(self) -> None:
         """Serve until shut down by a client, SIGTERM, or cancellation."""
-        sockets, session = self.sockets, self.session
-        mailbox = self._mailbox = Mailbox()
-        iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
-        heartbeat = Heartbeat(sockets.context, sockets.hb)
-        router = OutputRouter(iopub)
-        router.orphans_to_last_execute = self.orphan_output_to_last_cell
-        interrupts = self._interrupts = InterruptController(mailbox)
         if running_task_group_or_none() is not None:
             raise RuntimeError("an akernel kernel is already running in this process")
+        # Each step registers its undo as soon as it is done, so a failure
+        # half-way (or the end) leaves the process as it was: this matters
+        # when the process is someone else's application.
+        with ExitStack() as undo:
+            undo.callback(self.sockets.close)
+            shell, shell_dispatcher, background = self._start(undo)
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._cancel_scope = tg.cancel_scope
+                    tg.start_soon(self._mailbox.serve)
+                    await tg.start(background.serve)
+                    tg.start_soon(shell_dispatcher.serve)
+                    self._batch_history_writes(shell, tg)
+            finally:
+                self._stopping = True
+        log.info("kernel stopped")
+
+    def _start(self, undo: ExitStack) -> tuple[AkernelShell, RequestDispatcher, BackgroundTasks]:
+        """Create and start the parts, in order; ``undo`` gets their teardown."""
+        sockets, session = self.sockets, self.session
+        mailbox = self._mailbox = Mailbox()
+        undo.callback(mailbox.close)
+        heartbeat = Heartbeat(sockets.context, sockets.hb)
+        heartbeat.start()
+        undo.callback(heartbeat.stop)
+        iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
+        router = OutputRouter(iopub)
+        router.orphans_to_last_execute = self.orphan_output_to_last_cell
+        captures = self._capture_fds(router, iopub) if self.capture_fd_output else []
+        undo.callback(lambda: [capture.close() for capture in captures])
+        iopub.start()
+        undo.callback(iopub.stop)
+        # Output written to the fds after this still reaches the flusher.
+        undo.callback(lambda: [capture.restore() for capture in captures])
+
+        interrupts = self._interrupts = InterruptController(mailbox)
         shell = AkernelShell.instance(
             parent=self,
             router=router,
@@ -138,18 +168,68 @@ class Kernel(LoggingConfigurable):
             user_ns=self.user_ns,
             user_module=self.user_module,
         )
+        undo.callback(release_shell, shell)
         comm_manager = install_comms(router)
+        undo.callback(uninstall_comms)
         background = BackgroundTasks(lambda error: shell.publish_error(error, skip_frames=1))
         shell.kernel.task_group = background
-        shell_dispatcher = RequestDispatcher(
-            "shell", AsyncSocket(sockets.shell), session, iopub, serial=("execute_request",)
+        shell_dispatcher = self._shell_dispatcher(shell, router, iopub, interrupts, comm_manager)
+
+        control = ControlThread(
+            self._control_dispatcher(iopub, interrupts),
+            self.backend,
+            duties=(self._watch_parent,) if self.parent_pid else (),
         )
-        stdin = StdinChannel(sockets.stdin, session)
+        control.start()
+        undo.callback(control.stop)
+        iopub.publish_status("starting")
+
+        undo.callback(sys.setswitchinterval, sys.getswitchinterval())
+        if self.gil_switch_interval > 0:
+            sys.setswitchinterval(self.gil_switch_interval)
+        saved_streams = sys.stdout, sys.stderr
+        undo.callback(setattr, sys, "stdout", saved_streams[0])
+        undo.callback(setattr, sys, "stderr", saved_streams[1])
+        sys.stdout = OutStream("stdout", router, saved_streams[0])
+        sys.stderr = OutStream("stderr", router, saved_streams[1])
+        if self.handle_sigterm and (previous := self._install_sigterm()) is not None:
+            undo.callback(signal.signal, signal.SIGTERM, previous)
+        if self.propagate_thread_context:
+            undo.callback(propagate_context_to_threads())
+        if self.capture_sigint:
+            interrupts.install()
+            undo.callback(interrupts.uninstall)
+        if self.backend == "asyncio":
+            undo.callback(
+                report_asyncio_task_errors(
+                    lambda text, parent: iopub.write_stream("stderr", text, parent)
+                )
+            )
+        set_running(background)
+        undo.callback(set_running, None)
+        return shell, shell_dispatcher, background
+
+    def _shell_dispatcher(
+        self,
+        shell: AkernelShell,
+        router: OutputRouter,
+        iopub: IOPubPublisher,
+        interrupts: InterruptController,
+        comm_manager: Any,
+    ) -> RequestDispatcher:
+        dispatcher = RequestDispatcher(
+            "shell",
+            AsyncSocket(self.sockets.shell),
+            self.session,
+            iopub,
+            serial=("execute_request",),
+        )
+        stdin = StdinChannel(self.sockets.stdin, self.session)
         stdin.should_stop = lambda: self._stopping
         handlers = ShellHandlers(
             shell,
             router,
-            shell_dispatcher,
+            dispatcher,
             stdin,
             interrupts,
             comm_manager=comm_manager,
@@ -160,67 +240,8 @@ class Kernel(LoggingConfigurable):
             backend=self.backend,
             on_shutdown=lambda msg: self.request_stop(),
         )
-        shell_dispatcher.handlers.update(handlers.handlers())
-        control = ControlThread(
-            self._control_dispatcher(iopub, interrupts),
-            self.backend,
-            duties=(self._watch_parent,) if self.parent_pid else (),
-        )
-
-        saved_streams = sys.stdout, sys.stderr
-        saved_switch_interval = sys.getswitchinterval()
-        if self.gil_switch_interval > 0:
-            sys.setswitchinterval(self.gil_switch_interval)
-        captures = self._capture_fds(router, iopub) if self.capture_fd_output else []
-        iopub.start()
-        heartbeat.start()
-        control.start()
-        iopub.publish_status("starting")
-        sys.stdout = OutStream("stdout", router, saved_streams[0])
-        sys.stderr = OutStream("stderr", router, saved_streams[1])
-        if self.capture_sigint:
-            interrupts.install()
-        undo_thread_context = (
-            propagate_context_to_threads() if self.propagate_thread_context else (lambda: None)
-        )
-        previous_sigterm = self._install_sigterm() if self.handle_sigterm else None
-        undo_task_errors = (
-            report_asyncio_task_errors(
-                lambda text, parent: iopub.write_stream("stderr", text, parent)
-            )
-            if self.backend == "asyncio"
-            else (lambda: None)
-        )
-        set_running(background)
-        try:
-            async with anyio.create_task_group() as tg:
-                self._cancel_scope = tg.cancel_scope
-                tg.start_soon(mailbox.serve)
-                await tg.start(background.serve)
-                tg.start_soon(shell_dispatcher.serve)
-                self._batch_history_writes(shell, tg)
-        finally:
-            self._stopping = True
-            set_running(None)
-            undo_task_errors()
-            interrupts.uninstall()
-            undo_thread_context()
-            uninstall_comms()
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
-            control.stop()
-            sys.stdout, sys.stderr = saved_streams
-            sys.setswitchinterval(saved_switch_interval)
-            release_shell(shell)
-            for capture in captures:
-                capture.restore()
-            iopub.stop()
-            for capture in captures:
-                capture.close()
-            heartbeat.stop()
-            mailbox.close()
-            sockets.close()
-            log.info("kernel stopped")
+        dispatcher.handlers.update(handlers.handlers())
+        return dispatcher
 
     def _capture_fds(self, router: OutputRouter, iopub: IOPubPublisher) -> list[FdCapture]:
         sys.__stdout__.flush()
