@@ -23,33 +23,40 @@ Measures (medians, after a warm-up):
 2. pipelined throughput: N execute requests sent back to back, until all
    replies and all idle statuses have arrived;
 3. control ``kernel_info_request`` latency while the shell sleeps in a cell;
-4. interrupt latency of ``while True: pass``, by ``interrupt_request`` on the
+4. shell ``kernel_info_request`` latency while a cell awaits ``anyio.sleep``
+   (requests back to back; the cells use anyio, so they run on every kernel);
+5. comm echo while a cell awaits: the cell opens a comm (``comm.create_comm``)
+   that sends back each comm_msg's data, then awaits an ``anyio.Event``; from
+   sending a comm_msg on shell to its echo on iopub, back to back;
+6. interrupt latency of ``while True: pass``, by ``interrupt_request`` on the
    control channel (message mode) and by SIGINT (signal mode), until the
    execute_reply (``KeyboardInterrupt``) arrives;
-5. process start to the first ``kernel_info_reply``;
-6. printing 200k lines: time to idle, lines/s and MB/s, completeness, number
+7. process start to the first ``kernel_info_reply``;
+8. printing 200k lines: time to idle, lines/s and MB/s, completeness, number
    of stream messages;
-7. live output of a slow cell: it prints ``i time.time()`` every 0.3 s (10
+9. live output of a slow cell: it prints ``i time.time()`` every 0.3 s (10
    lines), with ``flush=True`` and without, and with a busy loop (holding the
    GIL) instead of ``time.sleep`` between prints; each line's delay is its
    arrival time at the client minus the kernel's timestamp in it (same
    machine, same clock): median and max, and the number of stream messages;
-8. the kernel's resident set size (VmRSS) after all of the above;
-9. only with ``--big-output``, on a fresh kernel: a cell printing 1 GiB in
-   1 KiB lines while the client drains iopub as fast as it can, counting and
-   checking the text without keeping it: time to idle, MB/s, bytes received
-   (exactly 1 GiB, in order), stream messages, the CPU time of kernel and
-   client, and the kernel's RSS before the cell and at its peak during it
-   (VmHWM after resetting it through ``/proc/PID/clear_refs``, and VmRSS
-   polled every 10 ms). The client's SUB socket keeps ZeroMQ's default
-   receive high-water mark here, so a kernel that outruns it must hold or
-   drop the excess itself.
+10. the kernel's resident set size (VmRSS) after all of the above;
+11. only with ``--big-output``, on a fresh kernel: a cell printing 1 GiB in
+    1 KiB lines while the client drains iopub as fast as it can, counting and
+    checking the text without keeping it: time to idle, MB/s, bytes received
+    (exactly 1 GiB, in order), stream messages, the CPU time of kernel and
+    client, and the kernel's RSS before the cell and at its peak during it
+    (VmHWM after resetting it through ``/proc/PID/clear_refs``, and VmRSS
+    polled every 10 ms). The client's SUB socket keeps ZeroMQ's default
+    receive high-water mark here, so a kernel that outruns it must hold or
+    drop the excess itself.
 
 Besides timing, the harness checks what it receives: every reply and idle
 status must arrive, replies in order, printed lines and bytes complete and in
 order, an interrupted cell must end in ``KeyboardInterrupt``, and no request
 may be answered ``aborted`` when it was sent after the previous cell's reply
-and idle (such requests are counted and sent again).
+and idle (such requests are counted and sent again). A request that ipykernel
+answers only once the awaiting cell has ended is shown as ``n/a``, which is
+not a problem; for akernel it is a failure.
 
 The table goes to stdout, followed by a JSON summary (or the JSON goes to the
 file given with ``--json``). Progress goes to stderr. The exit status is 1 if
@@ -124,6 +131,9 @@ class Config:
     pipeline_reps: int = 3
     control_rounds: int = 3
     control_samples: int = 15
+    await_rounds: int = 2
+    await_samples: int = 20
+    comm_echo_n: int = 50
     interrupt_reps: int = 5
     startup_runs: int = 5
     print_lines: int = 200_000
@@ -143,6 +153,9 @@ class Config:
             pipeline_reps=1,
             control_rounds=1,
             control_samples=10,
+            await_rounds=1,
+            await_samples=10,
+            comm_echo_n=10,
             interrupt_reps=2,
             startup_runs=2,
             print_reps=1,
@@ -168,6 +181,10 @@ ABORT_BACKOFF = 0.05
 
 class BenchError(Exception):
     """The kernel misbehaved: a timeout, a lost, malformed or unexpected message."""
+
+
+class Unsupported(BenchError):
+    """The kernel cannot do what a measure needs; it was left idle and ready."""
 
 
 # -- the lean client ----------------------------------------------------------------------
@@ -744,6 +761,137 @@ def measure_control_during_sleep(client: Client, cfg: Config) -> list[float]:
     return samples
 
 
+# While a cell awaits: the cells below use anyio, so that they run unchanged on
+# asyncio and trio kernels alike.
+
+AWAIT_SLEEP = 1.0  # seconds the cell of the shell kernel_info measure awaits
+AWAIT_CELL = f"import anyio\nawait anyio.sleep({AWAIT_SLEEP!r})"
+COMM_ECHO_TIMEOUT = 10.0  # the echo cell ends by itself after this many seconds
+COMM_ECHO_WARMUP = 5  # echoes before the timed ones
+COMM_ECHO_CELL = f"""\
+import anyio, comm
+_bench_stop = anyio.Event()
+_bench_comm = comm.create_comm(target_name="bench.echo")
+
+
+def _bench_echo(msg):
+    _bench_comm.send(msg["content"]["data"])
+    if msg["content"]["data"].get("stop"):
+        _bench_stop.set()
+
+
+_bench_comm.on_msg(_bench_echo)
+with anyio.move_on_after({COMM_ECHO_TIMEOUT!r}):
+    await _bench_stop.wait()
+_bench_comm.close()
+"""
+
+
+def finish_cell(client: Client, msg_id: str, cfg: Config, what: str) -> Msg:
+    """Wait for a started cell's execute_reply and idle status; return the reply."""
+    reply = client.wait_reply(client.shell, msg_id, cfg.timeout, f"execute_reply ({what})")
+    client.wait_iopub(msg_id, "status", cfg.timeout)
+    return reply
+
+
+def measure_shell_during_await(client: Client, cfg: Config) -> list[float]:
+    """kernel_info latencies on shell, back to back, while a cell awaits ``anyio.sleep``.
+
+    The first request of each round is a warm-up. Unsupported if the cell's
+    execute_reply overtakes a kernel_info_reply: the kernel answered only once
+    the cell had ended.
+    """
+    samples: list[float] = []
+    window = AWAIT_SLEEP * 0.7  # requests are sent only while the cell surely still awaits
+    for _ in range(cfg.await_rounds):
+        msg_id = client.start_cell(AWAIT_CELL, cfg.timeout)
+        started = time.perf_counter()
+        time.sleep(0.05)
+        round_samples: list[float] = []
+        sent = 0
+        with no_gc():
+            while sent <= cfg.await_samples and time.perf_counter() - started < window:
+                sent += 1
+                request_id, frames = client.build("kernel_info_request", {})
+                t0 = time.perf_counter()
+                client.shell.send_multipart(frames)
+                m = client.wait(
+                    client.shell,
+                    lambda m, ids=(request_id, msg_id): m.parent_id in ids,
+                    cfg.timeout,
+                    "shell kernel_info_reply",
+                )
+                elapsed = time.perf_counter() - t0
+                if m.parent_id == msg_id:
+                    client.wait_reply(client.shell, request_id, cfg.timeout, "kernel_info_reply")
+                    client.wait_iopub(msg_id, "status", cfg.timeout)
+                    raise Unsupported("shell kernel_info not answered until the cell ends")
+                if sent > 1:
+                    round_samples.append(elapsed)
+        if time.perf_counter() - started > AWAIT_SLEEP * 0.95 or not round_samples:
+            raise BenchError("shell during await: replies came too slowly to fit into the await")
+        reply = finish_cell(client, msg_id, cfg, "awaiting cell")
+        if reply.content.get("status") != "ok":
+            raise BenchError(f"awaiting cell failed: {_summary(reply.content)}")
+        samples.extend(round_samples)
+    return samples
+
+
+def measure_comm_echo(client: Client, cfg: Config, n: int) -> list[float]:
+    """Round trips of ``n`` comm_msg requests to a comm that an awaiting cell opened.
+
+    Each is timed from sending the comm_msg on shell to its echo on iopub,
+    back to back, after ``COMM_ECHO_WARMUP`` untimed ones.
+    Unsupported if the cell cannot open the comm, or if the echo comes only
+    after the cell has ended.
+    """
+    assert client.iopub is not None
+    msg_id = client.start_cell(COMM_ECHO_CELL, cfg.timeout)
+
+    def opened_or_idle(m: Msg) -> bool:
+        return m.parent_id == msg_id and (
+            m.msg_type == "comm_open"
+            or (m.msg_type == "status" and m.content.get("execution_state") == "idle")
+        )
+
+    m = client.wait(client.iopub, opened_or_idle, cfg.timeout, "comm_open from the echo cell")
+    if m.msg_type != "comm_open":
+        reply = client.wait_reply(client.shell, msg_id, cfg.timeout, "execute_reply (echo cell)")
+        raise Unsupported(f"the echo cell opened no comm: {_summary(reply.content)}")
+    comm_id = m.content["comm_id"]
+    requests = [
+        client.build("comm_msg", {"comm_id": comm_id, "data": {"seq": i}})[1]
+        for i in range(COMM_ECHO_WARMUP + n)
+    ]
+    samples: list[float] = []
+    with no_gc():
+        for i, frames in enumerate(requests):
+
+            def echoed_or_idle(m: Msg, i: int = i) -> bool:
+                if m.msg_type == "comm_msg":
+                    content = m.content
+                    return content.get("comm_id") == comm_id and content.get("data") == {"seq": i}
+                return m.parent_id == msg_id and (
+                    m.msg_type == "status" and m.content.get("execution_state") == "idle"
+                )
+
+            t0 = time.perf_counter()
+            client.shell.send_multipart(frames)
+            m = client.wait(client.iopub, echoed_or_idle, cfg.timeout, f"echo of comm_msg {i}")
+            if m.msg_type != "comm_msg":
+                reply = client.wait_reply(client.shell, msg_id, cfg.timeout, "execute_reply")
+                raise Unsupported(
+                    f"comm_msg not answered until the cell ends ({_summary(reply.content)})"
+                )
+            if i >= COMM_ECHO_WARMUP:
+                samples.append(time.perf_counter() - t0)
+    client.send(client.shell, "comm_msg", {"comm_id": comm_id, "data": {"stop": True}})
+    reply = finish_cell(client, msg_id, cfg, "echo cell")
+    if reply.content.get("status") != "ok":
+        raise BenchError(f"echo cell failed: {_summary(reply.content)}")
+    return samples
+
+
 def measure_interrupt(kp: KernelProcess, cfg: Config, mode: str, reps: int) -> list[float]:
     """Seconds from the interrupt to the execute_reply of ``while True: pass``."""
     client = kp.client
@@ -1118,6 +1266,7 @@ class KernelResult:
     values: dict[str, float | None] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unsupported: dict[str, str] = field(default_factory=dict)  # the reference cannot, by measure
     aborts: dict[str, int] = field(default_factory=dict)  # unexpected aborts, by measure
 
 
@@ -1161,7 +1310,7 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
     res = KernelResult(kind)
     tag = f"[{kind.name}]"
 
-    # 5. start to first kernel_info reply (the first launch is a warm-up).
+    # 7. start to first kernel_info reply (the first launch is a warm-up).
     try:
         measure_startup(kind, workdir, ctx, cfg)
         starts = [measure_startup(kind, workdir, ctx, cfg) for _ in range(cfg.startup_runs)]
@@ -1195,6 +1344,13 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
                 if kp.client is not None and kp.client.unexpected_aborts:
                     res.aborts[key] = res.aborts.get(key, 0) + kp.client.unexpected_aborts
                     kp.client.unexpected_aborts = 0
+        except Unsupported as e:
+            # The kernel is idle and ready. Only the reference may lack a feature.
+            if kind.name == REFERENCE:
+                res.unsupported[key] = str(e)
+            else:
+                res.errors[key] = str(e)
+            _progress(f"{tag} {key}: {e}")
         except BenchError as e:
             message = str(e)
             if kp.proc is not None and kp.proc.poll() is not None:
@@ -1234,6 +1390,18 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
         samples = measure_control_during_sleep(kp.client, cfg)
         res.samples["control_ms"] = [s * 1e3 for s in samples]
         _progress(f"{tag} control kernel_info during sleep: median {_median(samples) * 1e3:.2f} ms")
+
+    def shell_await(kp: KernelProcess) -> None:
+        assert kp.client is not None
+        samples = measure_shell_during_await(kp.client, cfg)
+        res.samples["shell_await_ms"] = [s * 1e3 for s in samples]
+        _progress(f"{tag} shell kernel_info while awaiting: median {_median(samples) * 1e3:.2f} ms")
+
+    def comm_echo(kp: KernelProcess) -> None:
+        assert kp.client is not None
+        samples = measure_comm_echo(kp.client, cfg, cfg.comm_echo_n)
+        res.samples["comm_echo_ms"] = [s * 1e3 for s in samples]
+        _progress(f"{tag} comm echo while awaiting: median {_median(samples) * 1e3:.2f} ms")
 
     def interrupt(mode: str) -> Callable[[KernelProcess], None]:
         def go(kp: KernelProcess) -> None:
@@ -1292,12 +1460,14 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
         run("roundtrip_ms", roundtrip)
         run("pipelined_rps", pipelined)
         run("control_ms", control)
+        run("shell_await_ms", shell_await)
+        run("comm_echo_ms", comm_echo)
         run("interrupt_message_ms", interrupt("message"))
         run("interrupt_signal_ms", interrupt("signal"))
         run("print_s", printing)
         for variant in LIVE_VARIANTS:
             run(f"{variant.key}_ms", live(variant))
-        # 7. RSS of the kernel after all of the above.
+        # 10. RSS of the kernel after all of the above.
         if kp is not None and kp.proc is not None and kp.proc.poll() is None:
             rss, hwm = rss_mb(kp.pid)
             res.values["rss_mb"] = rss
@@ -1427,6 +1597,8 @@ def rows(cfg: Config) -> tuple[Row, ...]:
         ),
         Row("pipelined_rps", "pipelined execute", "req/s", "{:,.0f}", ">= 5000"),
         Row("control_ms", "control kernel_info during sleep", "ms", "{:.2f}", "<= 2"),
+        Row("shell_await_ms", "shell kernel_info while a cell awaits", "ms", "{:.2f}", "<= 2"),
+        Row("comm_echo_ms", "comm echo while a cell awaits", "ms", "{:.2f}", "<= 2"),
         Row("interrupt_message_ms", "interrupt (interrupt_request)", "ms", "{:.1f}", "<= 10"),
         Row("interrupt_signal_ms", "interrupt (SIGINT)", "ms", "{:.1f}", "<= 10"),
         Row("startup_s", "start to first kernel_info_reply", "s", "{:.3f}", "<= 0.2"),
@@ -1468,7 +1640,9 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
             if row.fmt == "yesno":
                 line.append("-" if value is None else ("yes" if value else "NO"))
             elif value is None:
-                line.append("FAIL" if row.key in r.errors else "-")
+                line.append(
+                    "FAIL" if row.key in r.errors else "n/a" if row.key in r.unsupported else "-"
+                )
             else:
                 mark = ""
                 if row.goal and r.kind.name != REFERENCE:
@@ -1493,7 +1667,7 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
     out.append("")
     out.append(
         "medians; ratio = kernel / ipykernel (lower is better, except for rates: req/s, "
-        "lines/s, MB/s); * = akernel goal not met"
+        "lines/s, MB/s); * = akernel goal not met; n/a = the kernel cannot do it"
     )
     out.append(
         f"live print: {cfg.live_lines} lines 'i time.time()' {cfg.live_gap:g} s apart "
@@ -1504,6 +1678,8 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
         for key, message in r.errors.items():
             first = message.splitlines()[0] if message else ""
             out.append(f"PROBLEM {r.kind.label}: {key}: {first}")
+        for key, message in r.unsupported.items():
+            out.append(f"n/a {r.kind.label}: {key}: {message}")
         for note in r.notes:
             out.append(f"note {r.kind.label}: {note}")
     return "\n".join(out)
@@ -1576,6 +1752,7 @@ def summary(results: list[KernelResult], cfg: Config, env: dict[str, Any]) -> di
             "ratios_to_ipykernel": ratios,
             "stats": stats,
             "errors": r.errors,
+            "unsupported": r.unsupported,
             "unexpected_aborts": r.aborts,
             "notes": r.notes,
         }
