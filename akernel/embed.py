@@ -206,8 +206,17 @@ def embed_kernel(
 
     try:
         anyio.run(main, backend=backend)
-    except KeyboardInterrupt:
-        pass
+    except BaseException as error:
+        # trio reports Ctrl-C from inside a nursery in an exception group.
+        if not _only_keyboard_interrupts(error):
+            raise
+
+
+def _only_keyboard_interrupts(error: BaseException) -> bool:
+    if isinstance(error, KeyboardInterrupt):
+        return True
+    inner = getattr(error, "exceptions", None)  # an exception group
+    return bool(inner) and all(_only_keyboard_interrupts(e) for e in inner)
 
 
 def _check_none_running() -> None:

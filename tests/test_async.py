@@ -8,13 +8,14 @@ import time
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
-from .utils import execute, get_reply, iopub_until_idle, stream_text, user_value
-
-
-def run_ok(kc: BlockingKernelClient, code: str) -> list[dict]:
-    reply, outputs = execute(kc, code)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return outputs
+from .utils import (
+    execute,
+    get_reply,
+    iopub_until_idle,
+    run_ok,
+    stream_text,
+    user_value,
+)
 
 
 def test_running_loop_is_the_kernels(kc: BlockingKernelClient, backend: str) -> None:

@@ -9,18 +9,19 @@ request queued before it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from jupyter_client.blocking import BlockingKernelClient
 
-from .utils import TIMEOUT, execute, get_reply, iopub_until_idle, stream_text, user_value
-
-
-def run_ok(kc: BlockingKernelClient, code: str) -> list[dict]:
-    reply, outputs = execute(kc, code)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return outputs
+from .utils import (
+    TIMEOUT,
+    get_reply,
+    iopub_until_idle,
+    run_ok,
+    stream_text,
+    user_value,
+    wait_for_stream,
+)
 
 
 def shell_replies(kc: BlockingKernelClient, msg_ids: list[str]) -> list[dict]:
@@ -33,22 +34,6 @@ def shell_replies(kc: BlockingKernelClient, msg_ids: list[str]) -> list[dict]:
             wanted.discard(msg_id)
             replies.append(reply)
     return replies
-
-
-def wait_for_stream(kc: BlockingKernelClient, msg_id: str, text: str) -> list[dict]:
-    """IOPub messages up to the stream output ``text`` of request ``msg_id``."""
-    seen: list[dict] = []
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        assert time.monotonic() < deadline, f"no {text!r} from {msg_id}"
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        seen.append(msg)
-        if (
-            msg["msg_type"] == "stream"
-            and msg["parent_header"].get("msg_id") == msg_id
-            and text in msg["content"]["text"]
-        ):
-            return seen
 
 
 def send_shell(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) -> str:

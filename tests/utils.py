@@ -60,6 +60,29 @@ def execute(
     return reply, outputs
 
 
+def run_ok(kc: BlockingKernelClient, code: str) -> list[dict]:
+    """Execute ``code``, which must succeed; return its IOPub messages."""
+    reply, outputs = execute(kc, code)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return outputs
+
+
+def wait_for_stream(kc: BlockingKernelClient, msg_id: str, text: str) -> list[dict]:
+    """IOPub messages up to the stream output containing ``text`` of request ``msg_id``."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        assert time.monotonic() < deadline, f"no {text!r} from {msg_id}: {seen}"
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        seen.append(msg)
+        if (
+            msg["msg_type"] == "stream"
+            and msg["parent_header"].get("msg_id") == msg_id
+            and text in msg["content"]["text"]
+        ):
+            return seen
+
+
 def msg_types(outputs: list[dict]) -> list[str]:
     return [m["msg_type"] for m in outputs]
 
