@@ -140,6 +140,8 @@ BLOCKING_CELLS = {
     "busy_loop": "while True:\n    pass",
     "time_sleep": "time.sleep(100)",
     "await_sleep": "await anyio.sleep(100)",
+    # Interrupts land mostly inside the kernel's flush: deferred to its end.
+    "flush_loop": "import sys\nwhile True:\n    sys.stdout.flush()",
 }
 
 

@@ -126,6 +126,7 @@ class OutStream(io.TextIOBase):
         # Shown at once to the eye (5 ms), without a message per line for
         # code that flushes after every print.
         self._router.iopub.flush(within=0.005)
+        run_deferred()  # an interrupt that landed during this flush
 
 
 class KernelDisplayPublisher(DisplayPublisher):
