@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -196,27 +197,36 @@ def embed_kernel(
             caller.f_globals
         )
 
+    # Ctrl-C stops the kernel, as a signal the loop receives: a
+    # KeyboardInterrupt raised wherever the loop happens to be could corrupt
+    # trio's cancel scopes. (With capture_sigint, Ctrl-C interrupts cells.)
+    stop_on_ctrl_c = not kwargs.get("capture_sigint", False)
+
     async def main() -> None:
-        async with embedded_kernel(user_ns=local_ns, user_module=module, **kwargs) as kernel:
+        async with (
+            embedded_kernel(user_ns=local_ns, user_module=module, **kwargs) as kernel,
+            anyio.create_task_group() as tg,
+        ):
+            if stop_on_ctrl_c:
+                tg.start_soon(_stop_on_signal, kernel, signal.SIGINT)
             print(
                 f"akernel: connect with: jupyter console --existing {kernel.connection_file}",
                 file=sys.stderr,
             )
             await kernel.wait_stopped()
+            tg.cancel_scope.cancel()
 
     try:
         anyio.run(main, backend=backend)
-    except BaseException as error:
-        # trio reports Ctrl-C from inside a nursery in an exception group.
-        if not _only_keyboard_interrupts(error):
-            raise
+    except KeyboardInterrupt:  # before the signal receiver was in place
+        pass
 
 
-def _only_keyboard_interrupts(error: BaseException) -> bool:
-    if isinstance(error, KeyboardInterrupt):
-        return True
-    inner = getattr(error, "exceptions", None)  # an exception group
-    return bool(inner) and all(_only_keyboard_interrupts(e) for e in inner)
+async def _stop_on_signal(kernel: EmbeddedKernel, signum: int) -> None:
+    with anyio.open_signal_receiver(signum) as received:
+        async for _ in received:
+            kernel.stop()
+            return
 
 
 def _check_none_running() -> None:
