@@ -8,15 +8,16 @@ The request being handled is available to output code through
 
 Ordering (the shell channel, where some request types are *serial*):
 
-* Requests are taken off the socket in arrival order, by one reader task.
-* Serial requests (``execute_request``) run one at a time, in arrival order,
-  in one executor task: a cell is the only thing that can be suspended.
-* Any other request is handled as soon as every request that arrived before
-  it has at least *started*: by the executor when it is idle, or, while a
-  cell is suspended in ``await``, right away by the reader, so a cell can
-  await a comm message, and ``kernel_info``, ``complete`` or ``inspect`` are
-  answered meanwhile. A request never overtakes a serial request that
-  arrived before it and has not started yet.
+* Requests are taken off the socket in arrival order, and handled in that
+  order by one executor task, which runs serial requests (``execute_request``)
+  one at a time: a cell is the only thing that can be suspended.
+* While a cell is suspended in ``await``, a side reader takes over the
+  socket: it handles any other request at once (so a cell can await a comm
+  message, and ``kernel_info``, ``complete`` or ``inspect`` are answered
+  meanwhile), and stops at the next serial request, which waits for the
+  executor. So a request never overtakes a serial request that arrived
+  before it and has not started yet. The side reader only runs if a cell
+  actually suspends: cells that do not await pay nothing for it.
 * Handlers for non-serial requests are plain functions: they run to
   completion and never interleave with each other.
 
@@ -34,7 +35,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from ..transport import AsyncSocket
 from ..wire import Message, Session, WireError
@@ -43,10 +43,6 @@ from .iopub import IOPubPublisher
 log = logging.getLogger("akernel.dispatch")
 
 Handler = Callable[[Message], Awaitable[None] | None]
-
-# A request handed from the reader to the executor: (request, abort?, the
-# event the executor sets when it starts a serial request).
-_Handoff = tuple[Message, bool, anyio.Event | None]
 
 current_request: ContextVar[Message | None] = ContextVar("akernel_current_request", default=None)
 """The request whose handling produced the code now running (the output parent)."""
@@ -76,13 +72,15 @@ class RequestDispatcher:
         # Requests taken off the socket when an abort began: (frames, abort?)
         self._backlog: deque[tuple[list[Any], bool]] = deque()
         self._abort_requested = False
-        # Reader state, seen by the executor (same thread, no locks needed).
-        self._reader_holding = False  # waiting to hand a request to the executor
-        self._abort_held = False  # ... and that request arrived before an abort
-        self._recv_scope: anyio.CancelScope | None = None
         # Set while a serial request runs: the context it started in, where
         # requests handled meanwhile run (they see the cells' context variables).
         self._serial_context: contextvars.Context | None = None
+        # The side reader's state, shared with the executor (one thread, one
+        # loop: no locks). A request it read but leaves to the executor:
+        self._held: tuple[Message, bool] | None = None
+        self._side_scope: anyio.CancelScope | None = None
+        self._side_wake: anyio.Event
+        self._side_parked: anyio.Event
         # Called on receipt, before busy is published: for requests whose
         # effect must not wait (interrupts), even for the GIL.
         self.preempt: dict[str, Callable[[Message], None]] = {}
@@ -122,69 +120,84 @@ class RequestDispatcher:
 
     async def serve(self) -> None:
         """Receive and dispatch until cancelled."""
+        self._side_parked = anyio.Event()
+        self._side_parked.set()
         if not self.serial:
             while True:
                 frames, abort = await self._next_frames()
-                if frames is not None and (msg := self.parse(frames)) is not None:
+                if (msg := self.parse(frames)) is not None:
                     await self.dispatch(msg, abort=abort)
-        send, receive = anyio.create_memory_object_stream[_Handoff](0)
+        self._side_wake = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._execute_serially, receive)
-            await self._read(send)
+            tg.start_soon(self._read_while_a_cell_runs)
+            await self._execute()
 
-    async def _next_frames(self) -> tuple[list[Any] | None, bool]:
+    async def _next_frames(self) -> tuple[list[Any], bool]:
         if self._backlog:
             return self._backlog.popleft()
-        try:
-            with anyio.CancelScope() as self._recv_scope:
-                return await self.socket.recv_multipart(), False
-        finally:
-            self._recv_scope = None
-        return None, False  # woken to look at the backlog
+        frames = self.socket.recv_multipart_nowait()
+        if frames is not None:
+            return frames, False
+        # Only one task may wait on the socket: the side reader may still be
+        # on its way out of its wait.
+        await self._side_parked.wait()
+        return await self.socket.recv_multipart(), False
 
-    async def _read(self, executor: ObjectSendStream[_Handoff]) -> None:
+    async def _execute(self) -> None:
+        """The executor: reads and handles requests itself, one at a time, and
+        runs serial ones; while one runs, the side reader reads."""
         while True:
-            frames, abort = await self._next_frames()
-            if frames is None or (msg := self.parse(frames)) is None:
-                continue
-            context = self._serial_context
-            if context is not None and msg.msg_type not in self.serial:
-                # A cell is suspended in ``await``: answer now.
-                context.run(self.dispatch_now, msg, abort)
-                continue
-            started = anyio.Event() if msg.msg_type in self.serial else None
-            self._reader_holding = True
-            try:
-                await executor.send((msg, abort, started))
-            finally:
-                self._reader_holding = False
-            if started is not None:
-                # Read on only once it has started: what comes next may be
-                # for a comm (or target) that this cell opens.
-                await started.wait()
-
-    async def _execute_serially(self, requests: ObjectReceiveStream[_Handoff]) -> None:
-        async for msg, abort, started in requests:
-            if self._abort_held:
-                self._abort_held, abort = False, True
-            if started is None:
+            if self._held is not None:
+                (msg, abort), self._held = self._held, None
+            else:
+                frames, abort = await self._next_frames()
+                if (msg := self.parse(frames)) is None:
+                    continue
+            if msg.msg_type not in self.serial:
                 self.dispatch_now(msg, abort=abort)
                 continue
             self._serial_context = contextvars.copy_context()
-            started.set()
+            # The side reader gets to run only if the cell suspends.
+            self._side_parked = anyio.Event()
+            self._side_wake.set()
             try:
                 await self.dispatch(msg, abort=abort)
             finally:
                 self._serial_context = None
+                if self._side_scope is not None:
+                    self._side_scope.cancel()
+
+    async def _read_while_a_cell_runs(self) -> None:
+        """The side reader: while a serial request is suspended in ``await``,
+        handle the others at once; stop at the next serial one (it waits for
+        the executor) or when the running one ends."""
+        while True:
+            await self._side_wake.wait()
+            self._side_wake = anyio.Event()
+            try:
+                while self._serial_context is not None and self._held is None:
+                    frames = None
+                    with anyio.CancelScope() as self._side_scope:
+                        frames = await self.socket.recv_multipart()
+                    self._side_scope = None
+                    if frames is None or (msg := self.parse(frames)) is None:
+                        continue  # cancelled (the cell ended), or dropped
+                    context = self._serial_context
+                    if context is None or msg.msg_type in self.serial:
+                        self._held = (msg, False)  # the executor's, in order
+                    else:
+                        context.run(self.dispatch_now, msg, False)
+            finally:
+                self._side_scope = None
+                self._side_parked.set()
 
     def _take_queue_for_abort(self) -> None:
-        # The request the reader holds arrived before this point, and so did
-        # everything ready on the socket.
-        self._abort_held = self._reader_holding
+        # A request the side reader holds arrived before this point, and so
+        # did everything ready on the socket.
+        if self._held is not None:
+            self._held = (self._held[0], True)
         while (frames := self.socket.recv_multipart_nowait()) is not None:
             self._backlog.append((frames, True))
-        if self._backlog and self._recv_scope is not None:
-            self._recv_scope.cancel()  # the reader waits on the socket: look here
 
     def parse(self, frames: list[Any]) -> Message | None:
         try:
