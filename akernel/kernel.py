@@ -25,7 +25,9 @@ from traitlets.config import Config, LoggingConfigurable
 from .channels import ControlThread, FdCapture, IOPubPublisher, RequestDispatcher, StdinChannel
 from .execution import (
     AkernelShell,
+    ApplyHandlers,
     BackgroundTasks,
+    EngineIdentity,
     InterruptController,
     OutputRouter,
     OutStream,
@@ -107,6 +109,7 @@ class Kernel(LoggingConfigurable):
         config: Config | None = None,
         user_ns: dict[str, Any] | None = None,
         user_module: ModuleType | None = None,
+        engine: EngineIdentity | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(config=config, **kwargs)
@@ -115,7 +118,13 @@ class Kernel(LoggingConfigurable):
         self.backend = backend
         self.user_ns = user_ns
         self.user_module = user_module
-        self.session = Session(info.key.encode(), info.signature_scheme or "hmac-sha256")
+        self.engine = engine
+        self.session = Session(
+            info.key.encode(),
+            info.signature_scheme or "hmac-sha256",
+            # ipyparallel's controller tells engines apart by this, on every message.
+            default_metadata={"engine": engine.uuid} if engine is not None else None,
+        )
         self._cancel_scope: anyio.CancelScope | None = None
         self._stopping = False
 
@@ -222,8 +231,10 @@ class Kernel(LoggingConfigurable):
             AsyncSocket(self.sockets.shell),
             self.session,
             iopub,
-            serial=("execute_request",),
+            serial=("execute_request", "apply_request"),
+            abortable=("execute_request", "apply_request"),
         )
+        dispatcher.post = self._mailbox.post
         stdin = StdinChannel(self.sockets.stdin, self.session)
         stdin.should_stop = lambda: self._stopping
         handlers = ShellHandlers(
@@ -241,6 +252,10 @@ class Kernel(LoggingConfigurable):
             on_shutdown=lambda msg: self.request_stop(),
         )
         dispatcher.handlers.update(handlers.handlers())
+        apply = self._apply = ApplyHandlers(shell, dispatcher, self.engine)
+        dispatcher.handlers["apply_request"] = apply.apply_request
+        if self.engine is not None:
+            handlers.engine_metadata = apply
         return dispatcher
 
     def _capture_fds(self, router: OutputRouter, iopub: IOPubPublisher) -> list[FdCapture]:
@@ -347,11 +362,22 @@ class Kernel(LoggingConfigurable):
             # The interrupt itself was fired on receipt (see ``preempt``).
             dispatcher.reply(msg, "interrupt_reply", {"status": "ok"})
 
+        # ipyparallel's: the shell dispatcher applies aborts when their turn comes.
+        def abort_request(msg: Message) -> None:
+            self._apply.abort(msg.content.get("msg_ids"))
+            dispatcher.reply(msg, "abort_reply", {"status": "ok"})
+
+        def clear_request(msg: Message) -> None:
+            self._apply.clear()
+            dispatcher.reply(msg, "clear_reply", {"status": "ok"})
+
         dispatcher.preempt["interrupt_request"] = lambda msg: interrupts.interrupt()
 
         dispatcher.handlers.update(
             kernel_info_request=kernel_info_request,
             shutdown_request=shutdown_request,
             interrupt_request=interrupt_request,
+            abort_request=abort_request,
+            clear_request=clear_request,
         )
         return dispatcher

@@ -72,6 +72,11 @@ class RequestDispatcher:
         # Requests taken off the socket when an abort began: (frames, abort?)
         self._backlog: deque[tuple[list[Any], bool]] = deque()
         self._abort_requested = False
+        # Requests to answer with ``aborted`` when their turn comes (by id;
+        # added from the control thread: set operations are atomic).
+        self._aborted_ids: set[str] = set()
+        # Set by the owner to run a call in this dispatcher's loop (any thread).
+        self.post: Callable[[Callable[[], object]], None] | None = None
         # Set while a serial request runs: the context it started in, where
         # requests handled meanwhile run (they see the cells' context variables).
         self._serial_context: contextvars.Context | None = None
@@ -191,6 +196,16 @@ class RequestDispatcher:
                 self._side_scope = None
                 self._side_parked.set()
 
+    def abort_ids(self, msg_ids: Iterable[str]) -> None:
+        """Answer these requests with ``aborted`` when their turn comes (any thread)."""
+        self._aborted_ids.update(msg_ids)
+
+    def abort_waiting_soon(self) -> None:
+        """Abort every request waiting now (any thread): the ones already on the
+        socket, or held, when this dispatcher's loop next runs."""
+        if self.post is not None:
+            self.post(self._take_queue_for_abort)
+
     def _take_queue_for_abort(self) -> None:
         # A request the side reader holds arrived before this point, and so
         # did everything ready on the socket.
@@ -247,6 +262,9 @@ class RequestDispatcher:
         if preempt is not None and not abort:
             preempt(msg)
         self.iopub.publish_status("busy", msg)
+        if self._aborted_ids and msg.msg_id in self._aborted_ids:
+            self._aborted_ids.discard(msg.msg_id)
+            abort = True
         if abort and msg_type in self.abortable:
             log.info("%s: aborting %s %s", self.name, msg_type, msg.msg_id)
             self.reply(

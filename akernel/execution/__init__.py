@@ -1,5 +1,6 @@
 """The execution layer: IPython's shell and the request handlers that use it."""
 
+from .apply import ApplyHandlers, EngineIdentity
 from .background import (
     BackgroundTasks,
     report_asyncio_task_errors,
@@ -16,7 +17,9 @@ from .threads import propagate_context_to_threads
 
 __all__ = [
     "AkernelShell",
+    "ApplyHandlers",
     "BackgroundTasks",
+    "EngineIdentity",
     "InterruptController",
     "OutStream",
     "OutputRouter",

@@ -55,6 +55,8 @@ class ShellHandlers:
         self.backend = backend
         self.on_shutdown = on_shutdown
         self._allow_stdin = False
+        # An ipyparallel engine's reply metadata (set by the kernel of an engine).
+        self.engine_metadata: Any = None
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -114,12 +116,13 @@ class ShellHandlers:
         reply["payload"] = shell.payload_manager.read_payload()
         shell.payload_manager.clear_payload()
 
-        self.dispatcher.reply(
-            msg,
-            "execute_reply",
-            reply,
-            metadata={"status": reply["status"], "started": started},
-        )
+        if self.engine_metadata is not None:
+            metadata = self.engine_metadata.reply_metadata(msg, reply, started)
+            if reply["status"] == "error":
+                reply["engine_info"] = self.engine_metadata.engine_info("execute")
+        else:
+            metadata = {"status": reply["status"], "started": started}
+        self.dispatcher.reply(msg, "execute_reply", reply, metadata=metadata)
         if reply["status"] == "error" and stop_on_error:
             self.dispatcher.abort_queued()
 

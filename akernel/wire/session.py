@@ -63,6 +63,7 @@ class Session:
         session_id: str | None = None,
         username: str = "akernel",
         replay_history: int = 2**16,
+        default_metadata: dict[str, Any] | None = None,
     ) -> None:
         scheme, _, digest_name = signature_scheme.partition("-")
         if scheme != "hmac" or not digest_name:
@@ -79,6 +80,8 @@ class Session:
         self._hmac = hmac.new(key, digestmod=digestmod) if key else None
         self._history = _SignatureHistory(replay_history)
         self._counter = 0
+        # Merged into every message's metadata (an engine's uuid, for one).
+        self.default_metadata = default_metadata or {}
 
     # -- building ---------------------------------------------------------
 
@@ -124,7 +127,9 @@ class Session:
         msg_frames = [
             jsonutil.dumps(header if header is not None else self.new_header(msg_type)),
             parent_frame,
-            jsonutil.dumps(metadata) if metadata else _EMPTY_DICT,
+            jsonutil.dumps({**self.default_metadata, **(metadata or {})})
+            if metadata or self.default_metadata
+            else _EMPTY_DICT,
             jsonutil.dumps(content) if content else _EMPTY_DICT,
         ]
         frames: list[Any] = [*identities, DELIMITER, self.sign(msg_frames), *msg_frames]
