@@ -173,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "akernel"
     try:
+        if argv and argv[0] == "engine":
+            from .engine.app import main as engine_main
+
+            engine_main(argv[1:])
+            return
         if argv and argv[0] in ("install", "uninstall"):
             from . import kernelspec
 
@@ -184,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
             print(__version__)
             return
         elif argv and not argv[0].startswith("-"):
-            raise UsageError(f"unknown command {argv[0]!r} (expected launch, install or uninstall)")
+            raise UsageError(
+                f"unknown command {argv[0]!r} (expected launch, engine, install or uninstall)"
+            )
         app = LaunchApp.instance()
         app.initialize(argv)
         app.start()

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from types import ModuleType
 from typing import Any
@@ -110,8 +111,13 @@ class Kernel(LoggingConfigurable):
         user_ns: dict[str, Any] | None = None,
         user_module: ModuleType | None = None,
         engine: EngineIdentity | None = None,
+        heartbeat_capture: Any = None,
+        control_duties: tuple[Callable[[], Awaitable[None]], ...] = (),
         **kwargs: Any,
     ) -> None:
+        """``engine``: serve as this ipyparallel engine. ``heartbeat_capture``
+        gets a copy of every heartbeat; ``control_duties`` run on the control
+        thread's loop (an engine watches the controller's heartbeat there)."""
         super().__init__(config=config, **kwargs)
         self.info = info
         self.sockets = sockets
@@ -119,6 +125,8 @@ class Kernel(LoggingConfigurable):
         self.user_ns = user_ns
         self.user_module = user_module
         self.engine = engine
+        self.heartbeat_capture = heartbeat_capture
+        self.control_duties = control_duties
         self.session = Session(
             info.key.encode(),
             info.signature_scheme or "hmac-sha256",
@@ -156,7 +164,9 @@ class Kernel(LoggingConfigurable):
         sockets, session = self.sockets, self.session
         mailbox = self._mailbox = Mailbox()
         undo.callback(mailbox.close)
-        heartbeat = Heartbeat(sockets.context, sockets.hb)
+        heartbeat = Heartbeat(
+            sockets.context, sockets.hb, sockets.hb_backend, capture=self.heartbeat_capture
+        )
         heartbeat.start()
         undo.callback(heartbeat.stop)
         iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
@@ -187,7 +197,7 @@ class Kernel(LoggingConfigurable):
         control = ControlThread(
             self._control_dispatcher(iopub, interrupts),
             self.backend,
-            duties=(self._watch_parent,) if self.parent_pid else (),
+            duties=((self._watch_parent,) if self.parent_pid else ()) + self.control_duties,
         )
         control.start()
         undo.callback(control.stop)

@@ -111,11 +111,13 @@ class KernelSockets:
     control: zmq.Socket
     hb: zmq.Socket
     ipc_paths: list[str] = field(default_factory=list)
+    # An engine's heartbeat echoes pings from ``hb`` (SUB) to this (DEALER).
+    hb_backend: zmq.Socket | None = None
 
     def close(self) -> None:
         """Close the sockets and remove the ipc socket files they bound."""
-        for sock in (self.shell, self.iopub, self.stdin, self.control, self.hb):
-            if not sock.closed:
+        for sock in (self.shell, self.iopub, self.stdin, self.control, self.hb, self.hb_backend):
+            if sock is not None and not sock.closed:
                 sock.close(linger=0)
         for path in self.ipc_paths:
             try:

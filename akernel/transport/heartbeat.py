@@ -17,11 +17,18 @@ class Heartbeat:
     """Echo thread for a bound ROUTER (kernel) or any socket pair (engine)."""
 
     def __init__(
-        self, context: zmq.Context, frontend: zmq.Socket, backend: zmq.Socket | None = None
+        self,
+        context: zmq.Context,
+        frontend: zmq.Socket,
+        backend: zmq.Socket | None = None,
+        *,
+        capture: zmq.Socket | None = None,
     ):
+        """``capture`` (used by the echo thread only) gets a copy of every ping."""
         self._context = context
         self._frontend = frontend
         self._backend = backend if backend is not None else frontend
+        self._capture = capture
         address = f"inproc://heartbeat-control-{id(self)}"
         self._control_in = context.socket(zmq.PAIR)
         self._control_in.bind(address)
@@ -36,7 +43,7 @@ class Heartbeat:
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            zmq.proxy_steerable(self._frontend, self._backend, None, self._control_in)
+            zmq.proxy_steerable(self._frontend, self._backend, self._capture, self._control_in)
         except zmq.ContextTerminated:
             pass
 
@@ -47,3 +54,5 @@ class Heartbeat:
             self._thread.join(timeout=5)
         for sock in {self._frontend, self._backend, self._control_in, self._control_out}:
             sock.close(linger=0)
+        if self._capture is not None:
+            self._capture.close(linger=0)

@@ -1,0 +1,1 @@
+"""akernel as an ipyparallel engine: ``akernel engine`` / ``python -m akernel.engine``."""

@@ -1,0 +1,234 @@
+"""``akernel engine`` (and ``python -m akernel.engine``): an ipyparallel engine.
+
+It accepts the command line ipyparallel's launchers give ``ipengine``
+(``--profile-dir``, ``--cluster-id``, ``--log-level``, ``--mpi``,
+``--InteractiveShell.*`` and other ``--Class.trait`` options), registers with
+the controller, and serves it with the same kernel as ``akernel launch``:
+execute and apply requests on shell, abort/clear/shutdown on control,
+output on IOPub, the heartbeat echoed on its own thread. It exits when the
+controller says so, on SIGTERM, or when the controller's heartbeat is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import anyio
+import zmq
+from traitlets import Bool, Enum, Float, Integer, Unicode
+from traitlets.config import Application
+
+from .._version import __version__
+from ..wire import Session
+from .connect import (
+    Connector,
+    EngineError,
+    connect_engine_sockets,
+    load_controller_info,
+    register,
+    unregister,
+)
+
+log = logging.getLogger("akernel")
+
+
+class EngineApp(Application):
+    """Join an ipyparallel controller as an engine."""
+
+    name = "akernel-engine"
+    version = __version__
+    description = "Start an akernel engine for an ipyparallel controller."
+
+    url_file = Unicode(
+        "", help="The controller's engine connection file (default: from the profile)."
+    ).tag(config=True)
+    profile = Unicode("default", help="IPython profile holding the connection file.").tag(
+        config=True
+    )
+    profile_dir = Unicode("", help="Profile directory (overrides --profile).").tag(config=True)
+    cluster_id = Unicode("", help="Cluster id: ipcontroller-CLUSTER-engine.json.").tag(config=True)
+    wait_for_url_file = Float(10.0, help="Seconds to wait for the connection file.").tag(
+        config=True
+    )
+    timeout = Float(5.0, help="Seconds to wait for the controller to answer.").tag(config=True)
+    max_heartbeat_misses = Integer(
+        50, help="Heartbeat checks the controller may miss before the engine exits (0: never)."
+    ).tag(config=True)
+    location = Unicode("", help="The controller's host, to disambiguate its addresses.").tag(
+        config=True
+    )
+    sshserver = Unicode("", help="SSH server to tunnel the connections through.").tag(config=True)
+    sshkey = Unicode("", help="SSH private key for the tunnels.").tag(config=True)
+    use_mpi = Bool(False, help="Ask for the MPI rank as the engine id (needs mpi4py).").tag(
+        config=True
+    )
+    backend = Enum(["asyncio", "trio"], "asyncio", help="Event loop to run on.").tag(config=True)
+    startup_command = Unicode("", help="Code to run before serving.").tag(config=True)
+    startup_script = Unicode("", help="Script to run before serving.").tag(config=True)
+    enable_nanny = Bool(
+        False, help="Accepted for ipengine compatibility; akernel engines run without a nanny."
+    ).tag(config=True)
+
+    aliases = {
+        "file": "EngineApp.url_file",
+        "profile": "EngineApp.profile",
+        "profile-dir": "EngineApp.profile_dir",
+        "cluster-id": "EngineApp.cluster_id",
+        "timeout": "EngineApp.timeout",
+        "location": "EngineApp.location",
+        "ssh": "EngineApp.sshserver",
+        "sshkey": "EngineApp.sshkey",
+        "backend": "EngineApp.backend",
+        "c": "EngineApp.startup_command",
+        "s": "EngineApp.startup_script",
+        "log-level": "Application.log_level",
+        "work-dir": "EngineApp.work_dir",
+    }
+    flags = {
+        "mpi": ({"EngineApp": {"use_mpi": True}}, "Use the MPI rank as the engine id."),
+        "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log at DEBUG level."),
+    }
+    work_dir = Unicode("", help="Directory to run in.").tag(config=True)
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        # ipyparallel's launchers pass these through the environment.
+        if os.environ.get("IPP_CLUSTER_ID"):
+            self.cluster_id = os.environ["IPP_CLUSTER_ID"]
+        if os.environ.get("IPP_PROFILE_DIR"):
+            self.profile_dir = os.environ["IPP_PROFILE_DIR"]
+        super().initialize(argv)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[akernel-engine %(levelname)s] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(self.log_level)
+        log.propagate = False
+
+    def connection_file(self) -> str:
+        if self.url_file:
+            return self.url_file
+        profile_dir = self.profile_dir
+        if not profile_dir:
+            from IPython.paths import get_ipython_dir
+
+            profile_dir = str(Path(get_ipython_dir()) / f"profile_{self.profile}")
+        name = f"ipcontroller-{self.cluster_id}-engine.json" if self.cluster_id else None
+        return str(Path(profile_dir) / "security" / (name or "ipcontroller-engine.json"))
+
+    def start(self) -> None:
+        from ..execution import EngineIdentity
+        from ..kernel import Kernel
+        from ..transport import ConnectionInfo
+
+        if self.work_dir:
+            os.chdir(os.path.expanduser(self.work_dir))
+        sys.path.insert(0, "")
+        env_info = os.environ.get("IPP_CONNECTION_INFO", "")
+        info = load_controller_info(env_info, self.connection_file(), self.wait_for_url_file)
+        connector = Connector(
+            info, location=self.location, sshserver=self.sshserver or info.ssh, sshkey=self.sshkey
+        )
+        session = Session(info.key.encode(), info.signature_scheme)
+        context = zmq.Context()
+        uuid = str(uuid4())
+        registrar, engine_id, hb_period = register(
+            context, connector, session, uuid, self._requested_id(), self.timeout
+        )
+        log.info("registered as engine %d", engine_id)
+        sockets = connect_engine_sockets(context, connector, uuid, engine_id)
+        monitor = HeartbeatMonitor(context, hb_period, self.max_heartbeat_misses)
+        kernel = Kernel(
+            ConnectionInfo(key=info.key, signature_scheme=info.signature_scheme),
+            sockets,
+            backend=self.backend,
+            config=self.config,
+            engine=EngineIdentity(uuid=uuid, id=engine_id),
+            heartbeat_capture=monitor.capture,
+            control_duties=(lambda: monitor.watch(kernel.request_stop),),
+            parent_pid=0,
+        )
+        if self.startup_command or self.startup_script:
+            log.warning("--c/--s startup code is not supported by akernel engines yet: ignored")
+        try:
+            anyio.run(kernel.serve, backend=self.backend)
+        finally:
+            if monitor.lost:
+                unregister(registrar, session, engine_id)
+            registrar.close(linger=1000)
+            monitor.close()
+            context.term()
+
+    def _requested_id(self) -> int | None:
+        if not self.use_mpi:
+            return None
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise EngineError("--mpi needs mpi4py: pip install mpi4py") from None
+        return int(MPI.COMM_WORLD.Get_rank())
+
+
+class HeartbeatMonitor:
+    """Notices when the controller's heartbeat pings stop coming."""
+
+    def __init__(self, context: zmq.Context, period_ms: int, max_misses: int) -> None:
+        address = f"inproc://akernel-heartbeat-capture-{id(self)}"
+        self.capture = context.socket(zmq.PUSH)  # the echo thread's
+        self.capture.bind(address)
+        self._pings = context.socket(zmq.PULL)  # the control thread's
+        self._pings.connect(address)
+        self.check_period = (period_ms + 500) / 1000
+        self.max_misses = max_misses
+        self.lost = False
+
+    async def watch(self, stop: Any) -> None:
+        from ..transport import AsyncSocket
+
+        if self.max_misses <= 0:
+            return
+        pings = AsyncSocket(self._pings)
+        last_ping = time.monotonic()
+        misses = 0
+
+        async def receive() -> None:
+            nonlocal last_ping
+            while True:
+                await pings.recv_multipart()
+                last_ping = time.monotonic()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receive)
+            while True:
+                checked = time.monotonic()
+                await anyio.sleep(self.check_period)
+                if last_ping >= checked:
+                    misses = 0
+                    continue
+                misses += 1
+                log.warning("no heartbeat from the controller (%d time(s) in a row)", misses)
+                if misses >= self.max_misses:
+                    log.critical("the controller's heartbeat is gone: stopping")
+                    self.lost = True
+                    stop()
+                    tg.cancel_scope.cancel()
+
+    def close(self) -> None:
+        self._pings.close(linger=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``akernel engine`` and ``python -m akernel.engine``."""
+    try:
+        app = EngineApp.instance()
+        app.initialize(argv)
+        app.start()
+    except EngineError as e:
+        print(f"akernel engine: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
