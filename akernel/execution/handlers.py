@@ -93,7 +93,10 @@ class ShellHandlers:
             count = shell.execution_count if store_history else shell.execution_count - 1
             self.router.publish("execute_input", {"code": code, "execution_count": count})
             self.router.last_execute = msg
-        else:
+        elif self.engine_metadata is None:
+            # The protocol: a silent request broadcasts nothing. ipyparallel's
+            # clients send their executes silent and still expect the output
+            # (as ipykernel publishes it), so engines publish what cells print.
             self.router.silenced.add(msg.msg_id)
         self._allow_stdin = bool(content.get("allow_stdin", False))
         shell.last_error = None

@@ -1,0 +1,172 @@
+"""akernel engines in a real ipyparallel cluster, on asyncio and on trio.
+
+``ipp.Cluster(engines="akernel")`` starts a real controller and akernel
+engine processes through the ``ipyparallel.engine_launchers`` entry point;
+the tests are ipyparallel client code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .utils import wait_gone
+
+ipp = pytest.importorskip("ipyparallel")
+np = pytest.importorskip("numpy")
+from traitlets.config import Config  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[tuple]:
+    """A controller and two akernel engines; the client; the engines' processes."""
+    config = Config()
+    config.AkernelEngineSetLauncher.engine_args = [f"--backend={request.param}"]
+    profile_dir = tmp_path_factory.mktemp("profile")
+    cluster = ipp.Cluster(
+        n=2, engines="akernel", config=config, profile_dir=str(profile_dir), log_level=30
+    )
+    client = cluster.start_and_connect_sync()
+    try:
+        client.wait_for_engines(2, timeout=60)
+        pids = client[:].apply_sync(os.getpid)
+        yield cluster, client, [psutil.Process(pid) for pid in pids]
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def test_engines_are_akernel(cluster) -> None:
+    _, client, processes = cluster
+    assert len(client.ids) == 2
+    for process in processes:
+        assert "akernel.engine" in " ".join(process.cmdline())
+
+
+def test_apply_sync_and_async(cluster) -> None:
+    _, client, _ = cluster
+    assert client[0].apply_sync(pow, 2, 10) == 1024
+    results = client[:].apply_async(lambda x: x * 2, 21)
+    assert results.get(timeout=30) == [42, 42]
+
+
+def test_map_direct_and_load_balanced(cluster) -> None:
+    _, client, _ = cluster
+    assert client[:].map_sync(lambda x: x * x, range(10)) == [x * x for x in range(10)]
+    view = client.load_balanced_view()
+    assert view.map_sync(lambda x: x + 1, range(20)) == list(range(1, 21))
+
+
+def test_broadcast_view(cluster) -> None:
+    _, client, _ = cluster
+    view = client.broadcast_view()
+    assert sorted(view.apply_sync(lambda: 7)) == [7, 7]
+
+
+def test_push_pull_large_array(cluster) -> None:
+    _, client, _ = cluster
+    engine = client[0]
+    data = np.arange(50 * 1024 * 1024 // 8, dtype=np.float64)  # 50 MB
+    engine.push({"big": data}, block=True)
+    total = engine.apply_sync(lambda array: float(array.sum()), ipp.Reference("big"))
+    assert total == float(data.sum())
+    pulled = engine.pull("big", block=True)
+    assert pulled.shape == data.shape
+    assert np.array_equal(pulled, data)
+
+
+def test_execute_and_stdout(cluster) -> None:
+    """What %px runs: DirectView.execute (a silent execute_request), whose output
+    ipyparallel expects as stream output."""
+    _, client, _ = cluster
+    result = client[:].execute("x = 6 * 7\nprint('x is', x)", block=True)
+    assert [out.strip() for out in result.stdout] == ["x is 42", "x is 42"]
+    assert client[:].pull("x", block=True) == [42, 42]
+    # apply's output too
+    ar = client[0].apply_async(lambda: print("from apply"))
+    ar.get(timeout=30)
+    ar.wait_for_output(timeout=30)
+    assert ar.stdout.strip() == "from apply"
+
+
+def test_engine_error_has_its_traceback(cluster) -> None:
+    _, client, _ = cluster
+
+    def broken() -> None:
+        raise ValueError("engine went wrong")
+
+    with pytest.raises(ipp.error.RemoteError) as excinfo:
+        client[0].apply_sync(broken)
+    error = excinfo.value
+    assert error.ename == "ValueError"
+    assert error.evalue == "engine went wrong"
+    assert "broken" in "\n".join(
+        error.traceback if isinstance(error.traceback, list) else [error.traceback]
+    )
+    assert error.engine_info["engine_id"] == 0
+
+
+def test_abort_queued_tasks(cluster) -> None:
+    _, client, _ = cluster
+    engine = client[1]
+    blocker = engine.apply_async(time.sleep, 1)
+    queued = engine.apply_async(lambda: "should not run")
+    client.abort(queued)
+    blocker.get(timeout=30)
+    with pytest.raises(ipp.error.TaskAborted):
+        queued.get(timeout=30)
+    assert engine.apply_sync(lambda: "still works") == "still works"
+
+
+def test_every_message_names_its_engine(cluster) -> None:
+    _, client, _ = cluster
+    ar = client[:].apply_async(lambda: 1)
+    ar.get(timeout=30)
+    uuids = {md["engine_uuid"] for md in ar.metadata}
+    assert uuids == {client._engines[i] for i in client.ids}
+
+
+def test_shutdown_leaves_no_processes(tmp_path: Path) -> None:
+    cluster = ipp.Cluster(n=2, engines="akernel", profile_dir=str(tmp_path), log_level=30)
+    client = cluster.start_and_connect_sync()
+    try:
+        client.wait_for_engines(2, timeout=60)
+        processes = [psutil.Process(pid) for pid in client[:].apply_sync(os.getpid)]
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+    for process in processes:
+        assert wait_gone(process, timeout=30), f"engine {process.pid} is still running"
+
+
+def test_no_controller_gives_a_clear_error(tmp_path: Path) -> None:
+    """Registration times out with a one-line error and a non-zero exit."""
+    info = {
+        "interface": "tcp://127.0.0.1",
+        "registration": 1,  # nothing listens there
+        "key": "k",
+        "signature_scheme": "hmac-sha256",
+        "pack": "json",
+        "unpack": "json",
+        "location": "127.0.0.1",
+    }
+    env = {**os.environ, "IPP_CONNECTION_INFO": json.dumps(info)}
+    done = subprocess.run(
+        [sys.executable, "-m", "akernel.engine", "--timeout=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("akernel engine: error: no answer")
