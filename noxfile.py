@@ -63,10 +63,12 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Register akernel and execute the example notebook with it through nbclient."""
-    session.install(".", "nbclient", "nbformat", "trio")
+    """Register akernel and execute the example notebook with it through nbclient,
+    then run an ipyparallel cluster of akernel engines."""
+    session.install(".[parallel]", "nbclient", "nbformat", "trio", "numpy")
     _install_kernelspecs(session)
     session.run("python", "examples/run_demo.py", *session.posargs)
+    session.run("python", "examples/run_cluster_demo.py")
 
 
 @nox.session
