@@ -73,9 +73,12 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark akernel against ipykernel, side by side, in one run."""
-    session.install(".[bench]", "trio")
+    """Benchmark akernel against ipykernel, side by side, in one run: the kernel,
+    then ipyparallel clusters of akernel and ipykernel engines."""
+    session.install(".[bench,parallel]", "trio", "numpy")
     session.run("python", "benchmarks/bench_kernel.py", *session.posargs)
+    quick = ["--quick"] if "--quick" in session.posargs else []
+    session.run("python", "benchmarks/bench_parallel.py", *quick)
 
 
 @nox.session
