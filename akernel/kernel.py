@@ -193,6 +193,8 @@ class Kernel(LoggingConfigurable):
         background = BackgroundTasks(lambda error: shell.publish_error(error, skip_frames=1))
         shell.kernel.task_group = background
         shell_dispatcher = self._shell_dispatcher(shell, router, iopub, interrupts, comm_manager)
+        if self.engine is not None:
+            undo.callback(self._apply.install_data_publisher())
 
         control = ControlThread(
             self._control_dispatcher(iopub, interrupts),

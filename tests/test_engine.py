@@ -170,3 +170,19 @@ def test_no_controller_gives_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("akernel engine: error: no answer")
+
+
+def test_publish_data(cluster) -> None:
+    """ipyparallel's publish_data on an engine reaches the client's AsyncResult.data."""
+    _, client, _ = cluster
+
+    def publish() -> str:
+        from ipyparallel.datapub import publish_data
+
+        publish_data({"progress": 1.0, "stage": "done"})
+        return "published"
+
+    ar = client[0].apply_async(publish)
+    assert ar.get(timeout=30) == "published"
+    ar.wait_for_output(timeout=30)
+    assert ar.data == {"progress": 1.0, "stage": "done"}

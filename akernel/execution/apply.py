@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -133,6 +134,26 @@ class ApplyHandlers:
         if self.engine is not None:
             reply["engine_info"] = self.engine_info(method="apply")
         return reply
+
+    # -- data publication ---------------------------------------------------------
+
+    def publish_data(self, data: dict[str, Any]) -> None:
+        """Send ``data`` to the client of the current request as a ``data_message``
+        (what ``ipyparallel.datapub.publish_data`` does on ipykernel engines)."""
+        from ipyparallel.serialize import serialize_object
+
+        router = self.shell.router
+        if router is not None:
+            router.publish("data_message", {"keys": list(data)}, buffers=serialize_object(data))
+
+    def install_data_publisher(self) -> Callable[[], None]:
+        """Make ``ipyparallel.datapub.publish_data`` publish through this kernel
+        (ipyparallel's own looks up ipykernel's shell); return the undo."""
+        import ipyparallel.datapub as datapub
+
+        original = datapub.publish_data
+        datapub.publish_data = self.publish_data
+        return lambda: setattr(datapub, "publish_data", original)
 
     # -- control (called on the control thread) ------------------------------
 
