@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(k.name for k in KINDS))
     args = parser.parse_args(argv)
     if args.quick:
-        settings = Settings(latency_n=100, pipelined_n=300, map_n=300, push_mb=50, reps=1)
+        settings = Settings(latency_n=100, pipelined_n=1000, map_n=500, push_mb=50, reps=1)
     else:
-        settings = Settings(latency_n=400, pipelined_n=1000, map_n=1000, push_mb=50, reps=3)
+        settings = Settings(latency_n=400, pipelined_n=2000, map_n=1000, push_mb=50, reps=3)
     wanted = args.kinds.split(",")
     print(f"benchmarking ipyparallel engines on {os.cpu_count()} CPUs", flush=True)
     results: dict[str, dict[str, float]] = {}
