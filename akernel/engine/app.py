@@ -142,6 +142,9 @@ class EngineApp(Application):
         log.info("registered as engine %d", engine_id)
         sockets = connect_engine_sockets(context, connector, uuid, engine_id)
         monitor = HeartbeatMonitor(context, hb_period, self.max_heartbeat_misses)
+        # Many engines share a profile: one history database for all of them
+        # would be written concurrently. Engines keep history in memory.
+        self.config.HistoryManager.hist_file = ":memory:"
         kernel = Kernel(
             ConnectionInfo(key=info.key, signature_scheme=info.signature_scheme),
             sockets,
