@@ -383,7 +383,33 @@ class Kernel(LoggingConfigurable):
             self._apply.clear()
             dispatcher.reply(msg, "clear_reply", {"status": "ok"})
 
+        def signal_request(msg: Message) -> None:
+            # What ipyparallel's nanny does for ipykernel engines: signal the
+            # engine process (SIGINT to the main thread, where it interrupts).
+            sig = msg.content.get("sig")
+            try:
+                signum = getattr(signal, sig) if isinstance(sig, str) else signal.Signals(sig)
+            except (AttributeError, TypeError, ValueError):
+                dispatcher.reply(
+                    msg,
+                    "signal_reply",
+                    {
+                        "status": "error",
+                        "ename": "ValueError",
+                        "evalue": f"unknown signal {sig!r}",
+                        "traceback": [],
+                    },
+                )
+                return
+            dispatcher.reply(msg, "signal_reply", {"status": "ok"})
+            if signum == signal.SIGINT:
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            elif signum:
+                os.kill(os.getpid(), signum)
+
         dispatcher.preempt["interrupt_request"] = lambda msg: interrupts.interrupt()
+        if self.engine is not None:
+            dispatcher.handlers["signal_request"] = signal_request
 
         dispatcher.handlers.update(
             kernel_info_request=kernel_info_request,

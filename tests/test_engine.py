@@ -186,3 +186,20 @@ def test_publish_data(cluster) -> None:
     assert ar.get(timeout=30) == "published"
     ar.wait_for_output(timeout=30)
     assert ar.data == {"progress": 1.0, "stage": "done"}
+
+
+def test_send_signal_interrupts_a_running_task(cluster) -> None:
+    """``Client.send_signal`` (a signal_request, which ipykernel engines leave to
+    their nanny) interrupts what an engine is running."""
+    _, client, _ = cluster
+    engine = client[1]
+    running = engine.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+    deadline = time.monotonic() + 30
+    while "sleeping" not in (running.stdout or ""):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    client.send_signal("SIGINT", targets=[1], block=True)
+    with pytest.raises(ipp.error.RemoteError) as excinfo:
+        running.get(timeout=30)
+    assert excinfo.value.ename == "KeyboardInterrupt"
+    assert engine.apply_sync(lambda: "still here") == "still here"

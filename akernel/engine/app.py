@@ -139,7 +139,7 @@ class EngineApp(Application):
         registrar, engine_id, hb_period = register(
             context, connector, session, uuid, self._requested_id(), self.timeout
         )
-        log.info("registered as engine %d", engine_id)
+        log.info("Completed registration with id %d", engine_id)  # as ipengine logs it
         sockets = connect_engine_sockets(context, connector, uuid, engine_id)
         monitor = HeartbeatMonitor(context, hb_period, self.max_heartbeat_misses)
         # Many engines share a profile: one history database for all of them
