@@ -388,7 +388,7 @@ class Kernel(LoggingConfigurable):
             # engine process (SIGINT to the main thread, where it interrupts).
             sig = msg.content.get("sig")
             try:
-                signum = getattr(signal, sig) if isinstance(sig, str) else signal.Signals(sig)
+                signum = signal.Signals(getattr(signal, sig) if isinstance(sig, str) else sig)
             except (AttributeError, TypeError, ValueError):
                 dispatcher.reply(
                     msg,
