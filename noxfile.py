@@ -1,4 +1,4 @@
-"""Sessions: tests, e2e, conformance, demo, bench, lint.
+"""Sessions: tests, e2e, conformance, demo, bench, lint, ipp_suite.
 
 ``nox -s tests`` sets up and runs the whole test suite and ``nox -s e2e``
 drives akernel in JupyterLab in a headless Chromium (CI runs both, in this
@@ -8,7 +8,10 @@ order); ``nox -s demo`` runs the demo notebook.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import nox
 
@@ -86,3 +89,41 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "akernel", "tests", "benchmarks", "examples")
     session.run("ruff", "format", "--check", "akernel", "tests", "benchmarks", "examples")
+
+
+@nox.session
+def ipp_suite(session: nox.Session) -> None:
+    """Run ipyparallel's own test suite with akernel engines (asyncio backend).
+
+    tests/ipp/akernel_engines.py swaps the engine command the suite starts;
+    it runs from a temporary directory (its report and log stay there), on
+    WORKERS xdist workers, a file per worker (the suite keeps a cluster per
+    module). Arguments go to pytest: ``-- --ipp-engines=ipykernel`` runs the
+    baseline (ipykernel engines), ``-- --ipp-backend=trio`` the trio
+    backend, ``-- -k test_magics`` a part. Fails when a test fails.
+    """
+    session.install("-e", ".[test]", "pytest-asyncio", "testpath")
+    here = Path(__file__).parent.resolve()
+    run_dir = Path(tempfile.mkdtemp(prefix="akernel-ipp-suite-"))
+    report, log = run_dir / "report.xml", run_dir / "pytest.log"
+    session.log(f"running in {run_dir} (pytest's output: {log})")
+    with session.chdir(run_dir):
+        output = session.run(
+            # A last resort: the plugin's watchdog fails a hung test after 60 s.
+            "timeout", "--kill-after=30", "900",
+            "pytest", "--pyargs", "ipyparallel.tests",
+            "-p", "akernel_engines", "-p", "no:cacheprovider",
+            "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
+            "-n", WORKERS, "--dist", "loadfile",
+            "--timeout=60", "-q", "-rfE", f"--junitxml={report}",
+            *session.posargs,
+            env={"PYTHONPATH": str(here / "tests" / "ipp")},
+            external=True,  # timeout; pytest is the session's
+            silent=True,
+            success_codes=[0, 1],
+        )  # fmt: skip
+        log.write_text(output or "")
+        # pytest's closing line (it has the xfailed and xpassed counts too).
+        closing = re.findall(r"^\d+ (?:passed|failed).* in [\d.]+s.*$", log.read_text(), re.M)
+        print(closing[-1] if closing else "pytest printed no closing line")
+        session.run("python", str(here / "tests" / "ipp" / "summary.py"), str(report))

@@ -1,7 +1,9 @@
 """pytest plugin: run ipyparallel's own test suite with akernel engines.
 
 Load it with ``-p akernel_engines`` (this folder on ``PYTHONPATH``) and run
-``pytest --pyargs ipyparallel.tests``; ``nox -s ipp_suite`` does both.
+``pytest --pyargs ipyparallel.tests -o asyncio_mode=auto`` from an empty
+directory (the suite needs pytest-asyncio in auto mode: its conftest marks
+coroutine tests only after collection); ``nox -s ipp_suite`` does all that.
 
 ipyparallel's suite starts every engine from one list,
 ``ipyparallel.cluster.launcher.ipengine_cmd_argv``: ``ipyparallel.tests``
@@ -19,11 +21,23 @@ Options:
     baseline, the suite as ipyparallel ships it).
 ``--ipp-backend=asyncio|trio``
     the akernel engines' event loop (default ``asyncio``).
+``--ipp-hang-timeout=SECONDS``
+    fail a test still running after this long (default 60, 0: never; the
+    slowest test takes about 11 s with ipykernel engines on two cores).
+    pytest-timeout's signal method rides on SIGALRM, which the suite takes
+    for itself: ClusterTestCase arms its own 30 s alarm, and test_magics'
+    keyboard-interrupt tests re-arm it for 2 s, after which nothing bounds
+    them: a request an engine never answers would hang the whole run. This
+    watchdog interrupts the main thread with SIGUSR2 instead, so such a test
+    fails and the run goes on.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Generator
 
 import pytest
 
@@ -37,6 +51,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("akernel", "ipykernel"),
         default="akernel",
         help="engines for ipyparallel's suite (default: akernel)",
+    )
+    group.addoption(
+        "--ipp-hang-timeout",
+        type=float,
+        default=60.0,
+        help="fail a test still running after this many seconds (0: never; default 60)",
     )
     group.addoption(
         "--ipp-backend",
@@ -56,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # In place: ipyparallel.tests and the engine_cmd trait default hold this object.
         launcher.ipengine_cmd_argv[:] = cmd
     config._ipp_engine_cmd = list(launcher.ipengine_cmd_argv)  # type: ignore[attr-defined]
+    if config.getoption("ipp_hang_timeout") > 0:
+        signal.signal(signal.SIGUSR2, _hang_handler)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -72,3 +94,41 @@ def _check_engine_cmd(pytestconfig: pytest.Config) -> None:
     assert ipyparallel.tests.ipengine_cmd_argv == expected
     assert launcher.LocalEngineLauncher().engine_cmd == expected
     assert launcher.LocalEngineSetLauncher().engine_cmd == expected
+
+
+class TestHang(Exception):
+    """A test outlived --ipp-hang-timeout."""
+
+
+_running: dict[str, str] = {}
+
+
+def _hang_handler(signum: int, frame: object) -> None:
+    raise TestHang(f"{_running.get('nodeid', 'the test')} hung (--ipp-hang-timeout)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    limit = item.config.getoption("ipp_hang_timeout")
+    if limit <= 0:
+        yield
+        return
+    done = threading.Event()
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        # Interrupt again every 30 s, in case the first one was swallowed.
+        wait = limit
+        while not done.wait(wait):
+            sys.stderr.write(f"\n*** {item.nodeid} still running after {limit:.0f}s\n")
+            signal.pthread_kill(main, signal.SIGUSR2)  # type: ignore[arg-type]
+            wait = 30
+
+    _running["nodeid"] = item.nodeid
+    watcher = threading.Thread(target=watch, name="ipp-hang-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
