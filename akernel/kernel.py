@@ -387,6 +387,9 @@ class Kernel(LoggingConfigurable):
             # What ipyparallel's nanny does for ipykernel engines: signal the
             # engine process (SIGINT to the main thread, where it interrupts).
             sig = msg.content.get("sig")
+            if sig in (0, "0"):  # "is it alive?": nothing to send
+                dispatcher.reply(msg, "signal_reply", {"status": "ok"})
+                return
             try:
                 signum = signal.Signals(getattr(signal, sig) if isinstance(sig, str) else sig)
             except (AttributeError, TypeError, ValueError):

@@ -203,3 +203,18 @@ def test_send_signal_interrupts_a_running_task(cluster) -> None:
         running.get(timeout=30)
     assert excinfo.value.ename == "KeyboardInterrupt"
     assert engine.apply_sync(lambda: "still here") == "still here"
+
+
+def test_silent_errors_abort_nothing(cluster) -> None:
+    """ipyparallel sends its executes silent: each runs, errors or not (as with
+    ipykernel, whose stop_on_error applies to non-silent requests only)."""
+    _, client, _ = cluster
+    view = client[:]
+    results = [view.execute("1/0") for _ in range(5)]
+    errors = 0
+    for result in results:
+        with pytest.raises(ipp.error.CompositeError) as excinfo:
+            result.get(timeout=30)
+        errors += len(excinfo.value.elist)
+        assert {e[0] for e in excinfo.value.elist} == {"ZeroDivisionError"}
+    assert errors == 10

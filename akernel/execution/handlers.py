@@ -126,7 +126,9 @@ class ShellHandlers:
         else:
             metadata = {"status": reply["status"], "started": started}
         self.dispatcher.reply(msg, "execute_reply", reply, metadata=metadata)
-        if reply["status"] == "error" and stop_on_error:
+        # As ipykernel: a silent request's error aborts nothing (ipyparallel
+        # sends all its executes silent, and expects each to run).
+        if reply["status"] == "error" and stop_on_error and not silent:
             self.dispatcher.abort_queued()
 
     async def _run_cell(self, code: str, *, store_history: bool, silent: bool, msg: Message):
