@@ -162,9 +162,13 @@ class RequestDispatcher:
                 self.dispatch_now(msg, abort=abort)
                 continue
             self._serial_context = contextvars.copy_context()
-            # The side reader gets to run only if the cell suspends.
-            self._side_parked = anyio.Event()
-            self._side_wake.set()
+            # The side reader gets to run only if the cell suspends. Until it
+            # has run (and parked) once, its last parked event is still unset
+            # and serves for this cell too: cells that never await allocate
+            # nothing here.
+            if self._side_parked.is_set():
+                self._side_parked = anyio.Event()
+                self._side_wake.set()
             try:
                 await self.dispatch(msg, abort=abort)
             finally:

@@ -14,11 +14,10 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from ..channels import RequestDispatcher
-from ..wire import Message
+from ..wire import Message, utcnow_iso
 from .shell import AkernelShell
 
 log = logging.getLogger("akernel.apply")
@@ -38,10 +37,6 @@ class EngineIdentity:
 
     uuid: str
     id: int
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class ApplyHandlers:
@@ -92,7 +87,7 @@ class ApplyHandlers:
         namespace, and reply with the serialized result."""
         from ipyparallel.serialize import serialize_object, unpack_apply_message
 
-        started = utc_now_iso()
+        started = utcnow_iso()
         shell = self.shell
         result_buffers: list[Any] = []
         try:

@@ -11,7 +11,6 @@ import getpass
 import logging
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from IPython.core.completer import provisionalcompleter, rectify_completions
@@ -19,7 +18,7 @@ from IPython.core.error import StdinNotImplementedError
 from IPython.utils.tokenutil import token_at_cursor
 
 from ..channels import Handler, RequestDispatcher, StdinChannel
-from ..wire import Message
+from ..wire import Message, utcnow_iso
 from .comms import as_comm_msg
 from .info import kernel_info
 from .interrupt import InterruptController
@@ -86,7 +85,7 @@ class ShellHandlers:
         stop_on_error = bool(content.get("stop_on_error", True))
         user_expressions = content.get("user_expressions") or {}
         shell = self.shell
-        started = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        started = utcnow_iso()
 
         if not silent:
             # The number this cell gets; without history, the current one.

@@ -116,11 +116,7 @@ class AkernelShell(InteractiveShell):
     # -- output side channels ---------------------------------------------
 
     def _showtraceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:
-        content = {
-            "traceback": stb,
-            "ename": etype.__name__,
-            "evalue": str(evalue),
-        }
+        content = {"traceback": stb, "ename": etype.__name__, "evalue": str(evalue)}
         self.last_error = content
         self._last_error_value = evalue
         if self.router is not None:
