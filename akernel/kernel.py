@@ -28,13 +28,13 @@ from .execution import (
     AkernelShell,
     ApplyHandlers,
     BackgroundTasks,
+    ControlHandlers,
     EngineIdentity,
     InterruptController,
     OutputRouter,
     OutStream,
     ShellHandlers,
     install_comms,
-    kernel_info,
     propagate_context_to_threads,
     release_shell,
     report_asyncio_task_errors,
@@ -43,7 +43,7 @@ from .execution import (
     uninstall_comms,
 )
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
-from .wire import Message, Session
+from .wire import Session
 
 log = logging.getLogger("akernel")
 
@@ -268,6 +268,7 @@ class Kernel(LoggingConfigurable):
         dispatcher.handlers["apply_request"] = apply.apply_request
         if self.engine is not None:
             handlers.engine_metadata = apply
+            dispatcher.aborted_metadata = apply.aborted_metadata
         return dispatcher
 
     def _capture_fds(self, router: OutputRouter, iopub: IOPubPublisher) -> list[FdCapture]:
@@ -358,67 +359,12 @@ class Kernel(LoggingConfigurable):
         dispatcher = RequestDispatcher(
             "control", AsyncSocket(self.sockets.control), self.session, iopub, abortable=()
         )
-
-        def kernel_info_request(msg: Message) -> None:
-            dispatcher.reply(msg, "kernel_info_reply", kernel_info(self.backend))
-
-        def shutdown_request(msg: Message) -> None:
-            restart = bool(msg.content.get("restart", False))
-            dispatcher.reply(msg, "shutdown_reply", {"status": "ok", "restart": restart})
-            self.request_stop()
-            if interrupts.executing:
-                # Get user code out of the way so the main loop can stop.
-                interrupts.interrupt()
-
-        def interrupt_request(msg: Message) -> None:
-            # The interrupt itself was fired on receipt (see ``preempt``).
-            dispatcher.reply(msg, "interrupt_reply", {"status": "ok"})
-
-        # ipyparallel's: the shell dispatcher applies aborts when their turn comes.
-        def abort_request(msg: Message) -> None:
-            self._apply.abort(msg.content.get("msg_ids"))
-            dispatcher.reply(msg, "abort_reply", {"status": "ok"})
-
-        def clear_request(msg: Message) -> None:
-            self._apply.clear()
-            dispatcher.reply(msg, "clear_reply", {"status": "ok"})
-
-        def signal_request(msg: Message) -> None:
-            # What ipyparallel's nanny does for ipykernel engines: signal the
-            # engine process (SIGINT to the main thread, where it interrupts).
-            sig = msg.content.get("sig")
-            if sig in (0, "0"):  # "is it alive?": nothing to send
-                dispatcher.reply(msg, "signal_reply", {"status": "ok"})
-                return
-            try:
-                signum = signal.Signals(getattr(signal, sig) if isinstance(sig, str) else sig)
-            except (AttributeError, TypeError, ValueError):
-                dispatcher.reply(
-                    msg,
-                    "signal_reply",
-                    {
-                        "status": "error",
-                        "ename": "ValueError",
-                        "evalue": f"unknown signal {sig!r}",
-                        "traceback": [],
-                    },
-                )
-                return
-            dispatcher.reply(msg, "signal_reply", {"status": "ok"})
-            if signum == signal.SIGINT:
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-            elif signum:
-                os.kill(os.getpid(), signum)
-
-        dispatcher.preempt["interrupt_request"] = lambda msg: interrupts.interrupt()
-        if self.engine is not None:
-            dispatcher.handlers["signal_request"] = signal_request
-
-        dispatcher.handlers.update(
-            kernel_info_request=kernel_info_request,
-            shutdown_request=shutdown_request,
-            interrupt_request=interrupt_request,
-            abort_request=abort_request,
-            clear_request=clear_request,
+        handlers = ControlHandlers(
+            dispatcher,
+            interrupts,
+            self._apply,
+            backend=self.backend,
+            request_stop=self.request_stop,
         )
+        handlers.install(engine=self.engine is not None)
         return dispatcher

@@ -7,12 +7,21 @@ ipyparallel's clients do.
 
 from __future__ import annotations
 
+import queue
 from typing import Any
 
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
-from .utils import collect_iopub, get_reply, run_ok, stream_text, user_value
+from .utils import (
+    collect_iopub,
+    get_reply,
+    run_ok,
+    stream_text,
+    user_value,
+    wait_for_status,
+    wait_for_stream,
+)
 
 serialize = pytest.importorskip("ipyparallel.serialize")
 # Functions run with the user namespace as globals when they come from
@@ -121,10 +130,67 @@ def test_abort_request_aborts_by_id(kc: BlockingKernelClient) -> None:
     abort = kc.session.msg("abort_request", {"msg_ids": [doomed]})
     kc.control_channel.send(abort)
     assert get_reply(kc, abort["header"]["msg_id"], channel="control")["content"]["status"] == "ok"
-    replies = {mid: get_reply(kc, mid)["content"]["status"] for mid in (blocker, doomed, survivor)}
-    assert replies == {blocker: "ok", doomed: "aborted", survivor: "ok"}
+    replies = {mid: get_reply(kc, mid) for mid in (blocker, doomed, survivor)}
+    statuses = {mid: reply["content"]["status"] for mid, reply in replies.items()}
+    assert statuses == {blocker: "ok", doomed: "aborted", survivor: "ok"}
+    assert replies[doomed]["metadata"]["status"] == "aborted"
+    assert "started" in replies[doomed]["metadata"]
     for mid in (blocker, doomed, survivor):
         collect_iopub(kc, mid)
+
+
+def test_abort_request_without_ids_aborts_all_waiting(kc: BlockingKernelClient) -> None:
+    """Everything that arrived before the abort is aborted, even though the
+    kernel only looks at its queue once the blocking cell is done."""
+    run_ok(kc, "import time")
+    blocker = kc.execute("time.sleep(1)")
+    doomed = [send_apply(kc, add, 1), send_apply(kc, add, 2)]
+    wait_for_status(kc, blocker, "busy")
+    abort = kc.session.msg("abort_request", {"msg_ids": []})
+    kc.control_channel.send(abort)
+    assert get_reply(kc, abort["header"]["msg_id"], channel="control")["content"]["status"] == "ok"
+    assert get_reply(kc, blocker)["content"]["status"] == "ok"
+    for mid in doomed:
+        assert get_reply(kc, mid)["content"]["status"] == "aborted"
+    for mid in (blocker, *doomed):
+        collect_iopub(kc, mid)
+    assert apply(kc, add, 3)[1] == 3
+
+
+@interactive
+def nap() -> None:
+    import time
+
+    print("napping", flush=True)
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("function", ["python", "builtin"])
+def test_interrupt_request_interrupts_an_apply(kc: BlockingKernelClient, function: str) -> None:
+    """An interrupt raises KeyboardInterrupt in the applied function, even in a
+    builtin one (no frame of its own) such as ``time.sleep``."""
+    import time
+
+    if function == "python":
+        msg_id = send_apply(kc, nap)
+        wait_for_stream(kc, msg_id, "napping")
+    else:
+        msg_id = send_apply(kc, time.sleep, 60)
+        wait_for_status(kc, msg_id, "busy")
+    reply = None
+    # An interrupt that lands before the call has started is ignored: repeat.
+    while reply is None:
+        interrupt = kc.session.msg("interrupt_request", {})
+        kc.control_channel.send(interrupt)
+        get_reply(kc, interrupt["header"]["msg_id"], channel="control")
+        try:
+            reply = get_reply(kc, msg_id, timeout=0.5)
+        except queue.Empty:
+            pass
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    collect_iopub(kc, msg_id)
+    assert apply(kc, add, 5)[1] == 5
 
 
 def test_clear_request_clears_the_namespace(fresh_kernel) -> None:

@@ -205,6 +205,100 @@ def test_send_signal_interrupts_a_running_task(cluster) -> None:
     assert engine.apply_sync(lambda: "still here") == "still here"
 
 
+def test_send_signal_interrupts_an_apply(cluster) -> None:
+    """SIGINT interrupts an ``apply_request``'s function, as it does a cell."""
+    _, client, _ = cluster
+    engine = client[1]
+
+    def nap() -> None:
+        import time
+
+        print("napping", flush=True)
+        time.sleep(60)
+
+    running = engine.apply_async(nap)
+    _wait_for_output(running, "napping")
+    client.send_signal("SIGINT", targets=[1], block=True)
+    with pytest.raises(ipp.error.RemoteError) as excinfo:
+        running.get(timeout=30)
+    assert excinfo.value.ename == "KeyboardInterrupt"
+    assert engine.apply_sync(lambda: "still here") == "still here"
+
+
+def test_abort_waiting_broadcast_tasks(cluster) -> None:
+    """Aborted replies carry the scheduler's metadata: the broadcast scheduler
+    matches them to their request by ``original_msg_id``."""
+    _, client, _ = cluster
+    view = client.broadcast_view()
+
+    def nap() -> None:
+        import time
+
+        print("napping", flush=True)
+        time.sleep(2)
+
+    blocker = view.apply_async(nap)
+    queued = view.apply_async(lambda: "should not run")
+    _wait_for_output(blocker, "napping")
+    time.sleep(0.3)  # the broadcast scheduler has passed ``queued`` on by now
+    client.abort(jobs=[], targets=client.ids, block=True)  # everything waiting
+    blocker.get(timeout=30)
+    # A broadcast result holds each engine's TaskAborted (ipykernel engines'
+    # aborted replies never reach the client here: the get times out).
+    results = queued.get(timeout=30)
+    assert len(results) == 2
+    assert all(isinstance(result, ipp.error.TaskAborted) for result in results)
+
+
+def _wait_for_output(result, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while not all(text in out for out in _as_list(result.stdout)):
+        assert time.monotonic() < deadline, f"no {text!r} in {result.stdout!r}"
+        time.sleep(0.05)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value or ""]
+
+
+@pytest.mark.parametrize("nanny", [True, False], ids=["nanny", "no-nanny"])
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigkill_by_signal_request(tmp_path: Path, backend: str, nanny: bool) -> None:
+    """``send_signal("SIGKILL")`` is answered before the engine dies. With the
+    nanny (the default, as for ipengine) the controller hears of the death at
+    once, and the nanny goes too; without it, the engine waits for its reply
+    to leave before it signals itself."""
+    config = Config()
+    config.AkernelEngineSetLauncher.engine_args = [
+        f"--backend={backend}",
+        f"--EngineApp.enable_nanny={nanny}",
+    ]
+    cluster = ipp.Cluster(
+        n=1, engines="akernel", config=config, profile_dir=str(tmp_path), log_level=30
+    )
+    client = cluster.start_and_connect_sync()
+    try:
+        client.wait_for_engines(1, timeout=60)
+        engine = psutil.Process(client[0].apply_sync(os.getpid))
+        nannies = [
+            child
+            for child in engine.children()
+            if "ipyparallel.engine.nanny" in " ".join(child.cmdline())
+        ]
+        assert len(nannies) == (1 if nanny else 0)
+        client.send_signal("SIGKILL", targets=[0], block=True)  # the reply came
+        assert wait_gone(engine, timeout=30)
+        if nanny:
+            deadline = time.monotonic() + 30
+            while client.ids:
+                assert time.monotonic() < deadline, "the controller was not told"
+                time.sleep(0.1)
+            assert wait_gone(nannies[0], timeout=30)
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
 def test_silent_errors_abort_nothing(cluster) -> None:
     """ipyparallel sends its executes silent: each runs, errors or not (as with
     ipykernel, whose stop_on_error applies to non-silent requests only)."""

@@ -83,6 +83,20 @@ def wait_for_stream(kc: BlockingKernelClient, msg_id: str, text: str) -> list[di
             return seen
 
 
+def wait_for_status(kc: BlockingKernelClient, msg_id: str, state: str) -> None:
+    """Read IOPub up to the ``state`` status (busy, idle) of request ``msg_id``."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        assert time.monotonic() < deadline, f"no {state!r} status for {msg_id}"
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if (
+            msg["msg_type"] == "status"
+            and msg["parent_header"].get("msg_id") == msg_id
+            and msg["content"]["execution_state"] == state
+        ):
+            return
+
+
 def msg_types(outputs: list[dict]) -> list[str]:
     return [m["msg_type"] for m in outputs]
 

@@ -37,7 +37,7 @@ from typing import Any
 import anyio
 
 from ..transport import AsyncSocket
-from ..wire import Message, Session, WireError
+from ..wire import Message, Session, WireError, utcnow_iso
 from .iopub import IOPubPublisher
 
 log = logging.getLogger("akernel.dispatch")
@@ -75,6 +75,9 @@ class RequestDispatcher:
         # Requests to answer with ``aborted`` when their turn comes (by id;
         # added from the control thread: set operations are atomic).
         self._aborted_ids: set[str] = set()
+        # Set from the control thread: abort everything waiting, as soon as
+        # this dispatcher's loop looks at its queue.
+        self._abort_waiting = False
         # Set by the owner to run a call in this dispatcher's loop (any thread).
         self.post: Callable[[Callable[[], object]], None] | None = None
         # Set while a serial request runs: the context it started in, where
@@ -89,6 +92,8 @@ class RequestDispatcher:
         # Called on receipt, before busy is published: for requests whose
         # effect must not wait (interrupts), even for the GIL.
         self.preempt: dict[str, Callable[[Message], None]] = {}
+        # The metadata of an ``aborted`` reply (an engine's schedulers need more).
+        self.aborted_metadata: Callable[[Message], dict[str, Any]] = _aborted_metadata
 
     def reply(
         self,
@@ -138,6 +143,8 @@ class RequestDispatcher:
             await self._execute()
 
     async def _next_frames(self) -> tuple[list[Any], bool]:
+        if self._abort_waiting:
+            self._take_queue_for_abort()
         if self._backlog:
             return self._backlog.popleft()
         frames = self.socket.recv_multipart_nowait()
@@ -206,11 +213,14 @@ class RequestDispatcher:
 
     def abort_waiting_soon(self) -> None:
         """Abort every request waiting now (any thread): the ones already on the
-        socket, or held, when this dispatcher's loop next runs."""
+        socket, or held, when this dispatcher next looks at its queue: after
+        the running request, or at once if that one is suspended in await."""
+        self._abort_waiting = True
         if self.post is not None:
-            self.post(self._take_queue_for_abort)
+            self.post(lambda: self._abort_waiting and self._take_queue_for_abort())
 
     def _take_queue_for_abort(self) -> None:
+        self._abort_waiting = False
         # A request the side reader holds arrived before this point, and so
         # did everything ready on the socket.
         if self._held is not None:
@@ -275,7 +285,7 @@ class RequestDispatcher:
                 msg,
                 msg_type.rsplit("_", 1)[0] + "_reply",
                 {"status": "aborted"},
-                metadata={"status": "aborted"},
+                metadata=self.aborted_metadata(msg),
             )
             return None
         handler = self.handlers.get(msg_type)
@@ -290,3 +300,7 @@ class RequestDispatcher:
             self._abort_requested = False
             self._take_queue_for_abort()
         self.iopub.publish_status("idle", msg)
+
+
+def _aborted_metadata(msg: Message) -> dict[str, Any]:
+    return {"status": "aborted", "started": utcnow_iso()}

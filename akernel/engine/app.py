@@ -34,6 +34,7 @@ from .connect import (
     register,
     unregister,
 )
+from .nanny import start_nanny
 
 log = logging.getLogger("akernel")
 
@@ -72,7 +73,10 @@ class EngineApp(Application):
     startup_command = Unicode("", help="Code to run before serving.").tag(config=True)
     startup_script = Unicode("", help="Script to run before serving.").tag(config=True)
     enable_nanny = Bool(
-        False, help="Accepted for ipengine compatibility; akernel engines run without a nanny."
+        True,
+        help="Start ipyparallel's nanny, as ipengine does: it signals the engine from outside"
+        " (Client.send_signal, even SIGKILL) and tells the controller at once when the"
+        " engine ends. Not used with SSH tunnels, which it cannot open.",
     ).tag(config=True)
 
     aliases = {
@@ -140,7 +144,18 @@ class EngineApp(Application):
             context, connector, session, uuid, self._requested_id(), self.timeout
         )
         log.info("Completed registration with id %d", engine_id)  # as ipengine logs it
-        sockets = connect_engine_sockets(context, connector, uuid, engine_id)
+        nanny = None
+        if self.enable_nanny and not connector.sshserver:
+            nanny = start_nanny(
+                connector,
+                engine_id=engine_id,
+                uuid=uuid,
+                key=info.key,
+                signature_scheme=info.signature_scheme,
+            )
+        sockets = connect_engine_sockets(
+            context, connector, uuid, engine_id, nanny_url=nanny.url if nanny else ""
+        )
         monitor = HeartbeatMonitor(context, hb_period, self.max_heartbeat_misses)
         # Many engines share a profile: one history database for all of them
         # would be written concurrently. Engines keep history in memory.
@@ -165,6 +180,8 @@ class EngineApp(Application):
             registrar.close(linger=1000)
             monitor.close()
             context.term()
+            if nanny is not None:
+                nanny.stop()
 
     def _requested_id(self) -> int | None:
         if not self.use_mpi:

@@ -183,9 +183,15 @@ def unregister(registrar: zmq.Socket, session: Session, engine_id: int) -> None:
 
 
 def connect_engine_sockets(
-    context: zmq.Context, connector: Connector, uuid: str, engine_id: int
+    context: zmq.Context,
+    connector: Connector,
+    uuid: str,
+    engine_id: int,
+    *,
+    nanny_url: str = "",
 ) -> KernelSockets:
-    """The engine's sockets, connected to the controller."""
+    """The engine's sockets, connected to the controller (control through the
+    nanny at ``nanny_url``, if there is one)."""
     info = connector.info
     identity = uuid.encode("ascii")
     created: list[zmq.Socket] = []
@@ -204,7 +210,14 @@ def connect_engine_sockets(
             connector.connect(shell, url)
         control = socket(zmq.ROUTER)
         control.identity = identity
-        connector.connect(control, info.url("control"))
+        if nanny_url:
+            if connector.curve_secretkey:  # the nanny serves with our own keys
+                control.curve_serverkey = connector.curve_publickey
+                control.curve_secretkey = connector.curve_secretkey
+                control.curve_publickey = connector.curve_publickey
+            control.connect(nanny_url)
+        else:
+            connector.connect(control, info.url("control"))
         iopub = socket(zmq.XPUB)
         iopub.identity = identity
         iopub.sndhwm = 0  # as ipyparallel's engines: output is never dropped

@@ -8,6 +8,7 @@ from .background import (
     set_running,
 )
 from .comms import install_comms, uninstall_comms
+from .control import ControlHandlers
 from .handlers import ShellHandlers
 from .info import kernel_info
 from .interrupt import InterruptController
@@ -19,6 +20,7 @@ __all__ = [
     "AkernelShell",
     "ApplyHandlers",
     "BackgroundTasks",
+    "ControlHandlers",
     "EngineIdentity",
     "InterruptController",
     "OutStream",

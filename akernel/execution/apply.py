@@ -18,6 +18,7 @@ from typing import Any
 
 from ..channels import RequestDispatcher
 from ..wire import Message, utcnow_iso
+from .interrupt import call_user_function
 from .shell import AkernelShell
 
 log = logging.getLogger("akernel.apply")
@@ -73,6 +74,11 @@ class ApplyHandlers:
                 metadata["engine_info"] = self.engine_info()
         return metadata
 
+    def aborted_metadata(self, request: Message) -> dict[str, Any]:
+        """Metadata of an ``aborted`` reply: the broadcast scheduler matches
+        replies to requests by ``original_msg_id``, and drops the rest."""
+        return self.reply_metadata(request, {"status": "aborted"}, utcnow_iso())
+
     def engine_info(self, method: str | None = None) -> dict[str, Any]:
         assert self.engine is not None
         info: dict[str, Any] = {"engine_uuid": self.engine.uuid, "engine_id": self.engine.id}
@@ -89,12 +95,19 @@ class ApplyHandlers:
 
         started = utcnow_iso()
         shell = self.shell
+        interrupts = shell.interrupts
         result_buffers: list[Any] = []
         try:
             function, args, kwargs = unpack_apply_message(
                 list(msg.buffers), shell.user_global_ns, copy=False
             )
-            result = function(*args, **kwargs)
+            if interrupts is not None:
+                interrupts.executing = True
+            try:
+                result = call_user_function(function, args, kwargs)
+            finally:
+                if interrupts is not None:
+                    interrupts.executing = False
             result_buffers = serialize_object(result)
         except BaseException as error:  # reported to the client, as a cell's error
             reply = self._error_reply(error)

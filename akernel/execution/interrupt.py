@@ -12,9 +12,10 @@ What an interrupt does depends on where the main thread is when it lands:
 * with no cell running: nothing to interrupt, it is logged and ignored.
 
 "In user code" means the cell's frame, called by IPython's ``run_code``, is
-on the current stack. Message-mode interrupts send SIGINT to the main
-thread, so both modes share this one path; SIGINT is blocked in the
-kernel's other threads.
+on the current stack, or a function called through :func:`call_user_function`
+(an ``apply_request``'s), even a builtin one such as ``time.sleep``.
+Message-mode interrupts send SIGINT to the main thread, so both modes share
+this one path; SIGINT is blocked in the kernel's other threads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
+from typing import Any
 
 import anyio
 from IPython.core.interactiveshell import InteractiveShell
@@ -34,6 +36,15 @@ from ..transport.frames import defer_until_complete
 log = logging.getLogger("akernel.interrupt")
 
 _RUN_CODE = InteractiveShell.run_code.__code__
+
+
+def call_user_function(function: Any, args: Any, kwargs: Any) -> Any:
+    """Call a user's function (an ``apply_request``'s) as user code: an
+    interrupt raises ``KeyboardInterrupt`` inside it."""
+    return function(*args, **kwargs)
+
+
+_CALL_USER = call_user_function.__code__
 
 
 def _user_code_on_stack(frame: FrameType | None) -> bool:
@@ -55,6 +66,9 @@ def _locate(frame: FrameType | None) -> int:
     callee = None
     kernel = False
     while frame is not None:
+        if frame.f_code is _CALL_USER:
+            # The function itself, or a builtin it is in (no frame of its own).
+            return _KERNEL_FOR_USER if kernel else _USER
         if frame.f_code is _RUN_CODE:
             if callee is not None and callee.f_code.co_name == "<module>":
                 return _KERNEL_FOR_USER if kernel else _USER
