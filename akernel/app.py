@@ -79,6 +79,7 @@ class LaunchApp(Application):
     def start(self) -> None:
         import anyio
 
+        from .execution import StartupCode
         from .kernel import Kernel
         from .transport import ConnectionError_, bind_kernel_sockets
 
@@ -95,7 +96,13 @@ class LaunchApp(Application):
             if created:
                 print(f"akernel: connect with: jupyter console --existing {path}", file=sys.stderr)
             try:
-                kernel = Kernel(info, sockets, backend=self.backend, config=self.config)
+                kernel = Kernel(
+                    info,
+                    sockets,
+                    backend=self.backend,
+                    config=self.config,
+                    startup=StartupCode(config=self.config),
+                )
             except TraitError as e:
                 raise UsageError(f"bad configuration value: {e}") from None
             anyio.run(kernel.serve, backend=self.backend)

@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import zmq
 from traitlets import Bool, Float, Integer, default
 from traitlets.config import Config, LoggingConfigurable
 
@@ -34,6 +35,7 @@ from .execution import (
     OutputRouter,
     OutStream,
     ShellHandlers,
+    StartupCode,
     install_comms,
     propagate_context_to_threads,
     release_shell,
@@ -113,11 +115,13 @@ class Kernel(LoggingConfigurable):
         engine: EngineIdentity | None = None,
         heartbeat_capture: Any = None,
         control_duties: tuple[Callable[[], Awaitable[None]], ...] = (),
+        startup: StartupCode | None = None,
         **kwargs: Any,
     ) -> None:
         """``engine``: serve as this ipyparallel engine. ``heartbeat_capture``
         gets a copy of every heartbeat; ``control_duties`` run on the control
-        thread's loop (an engine watches the controller's heartbeat there)."""
+        thread's loop (an engine watches the controller's heartbeat there).
+        ``startup`` runs in the shell before the first request is served."""
         super().__init__(config=config, **kwargs)
         self.info = info
         self.sockets = sockets
@@ -127,6 +131,7 @@ class Kernel(LoggingConfigurable):
         self.engine = engine
         self.heartbeat_capture = heartbeat_capture
         self.control_duties = control_duties
+        self.startup = startup
         self.session = Session(
             info.key.encode(),
             info.signature_scheme or "hmac-sha256",
@@ -146,6 +151,7 @@ class Kernel(LoggingConfigurable):
         # half-way (or the end) leaves the process as it was: this matters
         # when the process is someone else's application.
         with ExitStack() as undo:
+            self._undo = undo
             undo.callback(self.sockets.close)
             shell, shell_dispatcher, background = self._start(undo)
             try:
@@ -176,6 +182,7 @@ class Kernel(LoggingConfigurable):
         undo.callback(lambda: [capture.close() for capture in captures])
         iopub.start()
         undo.callback(iopub.stop)
+        self._iopub = iopub
         # Output written to the fds after this still reaches the flusher.
         undo.callback(lambda: [capture.restore() for capture in captures])
 
@@ -203,6 +210,7 @@ class Kernel(LoggingConfigurable):
         )
         control.start()
         undo.callback(control.stop)
+        self._control = control
         iopub.publish_status("starting")
 
         undo.callback(sys.setswitchinterval, sys.getswitchinterval())
@@ -228,6 +236,8 @@ class Kernel(LoggingConfigurable):
             )
         set_running(background)
         undo.callback(set_running, None)
+        if self.startup is not None:
+            self.startup.run(shell)
         return shell, shell_dispatcher, background
 
     def _shell_dispatcher(
@@ -331,6 +341,41 @@ class Kernel(LoggingConfigurable):
                 self.request_stop()
                 self._interrupts.interrupt()
                 return
+
+    def listen_for_frontends(self, ip: str = "127.0.0.1") -> ConnectionInfo:
+        """Bind the kernel's sockets to TCP ports on ``ip`` as well, so that
+        Jupyter frontends can connect directly (an engine is otherwise only
+        connected to its controller); return the connection info for them.
+
+        Call from the main thread, while the kernel serves (from user code).
+        Each socket is bound by the thread that owns it; a heartbeat echo of
+        its own answers the frontends.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("listen_for_frontends must be called from the main thread")
+        sockets = self.sockets
+        address = f"tcp://{ip}"
+        info = ConnectionInfo(
+            ip=ip,
+            key=self.info.key,
+            signature_scheme=self.info.signature_scheme,
+            kernel_name="akernel",
+        )
+        info.shell_port = sockets.shell.bind_to_random_port(address)
+        info.stdin_port = sockets.stdin.bind_to_random_port(address)
+        info.iopub_port = self._iopub.bind_to_random_port(address)
+        info.control_port = self._control.call(lambda: sockets.control.bind_to_random_port(address))
+        hb = sockets.context.socket(zmq.ROUTER)
+        hb.linger = 0
+        info.hb_port = hb.bind_to_random_port(address)
+        heartbeat = Heartbeat(sockets.context, hb)
+        heartbeat.start()
+        self.add_teardown(heartbeat.stop)
+        return info
+
+    def add_teardown(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` when the kernel stops (call while it serves)."""
+        self._undo.callback(callback)
 
     def request_stop(self) -> None:
         """Stop serving (from any thread, or a signal handler)."""

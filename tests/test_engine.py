@@ -17,12 +17,15 @@ from pathlib import Path
 
 import psutil
 import pytest
+from jupyter_client import BlockingKernelClient
 
 from .utils import wait_gone
 
 ipp = pytest.importorskip("ipyparallel")
 np = pytest.importorskip("numpy")
 from traitlets.config import Config  # noqa: E402
+
+import akernel.engine  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -137,16 +140,53 @@ def test_every_message_names_its_engine(cluster) -> None:
 
 
 def test_shutdown_leaves_no_processes(tmp_path: Path) -> None:
+    """Engines, their nannies, and the connection files of bound engines go."""
     cluster = ipp.Cluster(n=2, engines="akernel", profile_dir=str(tmp_path), log_level=30)
     client = cluster.start_and_connect_sync()
     try:
         client.wait_for_engines(2, timeout=60)
         processes = [psutil.Process(pid) for pid in client[:].apply_sync(os.getpid)]
+        processes += [child for process in processes for child in process.children()]
+        assert len(processes) == 4  # each engine's nanny
+        connection_file = Path(client[0].apply_sync(akernel.engine.bind_kernel))
+        assert connection_file.exists()
     finally:
         client.close()
         cluster.stop_cluster_sync()
     for process in processes:
-        assert wait_gone(process, timeout=30), f"engine {process.pid} is still running"
+        assert wait_gone(process, timeout=30), f"{process.cmdline()} is still running"
+    assert not connection_file.exists()
+
+
+def test_bind_kernel_lets_a_frontend_attach(cluster) -> None:
+    """``bind_kernel`` on an engine writes a kernel connection file; a Jupyter
+    client attaches and works in the engine's namespace, while the engine
+    goes on serving the controller."""
+    _, client, _ = cluster
+    engine = client[0]
+    path = engine.apply_sync(akernel.engine.bind_kernel)
+    # ipyparallel's own helper, looked up on the engine, is the same binder.
+    engine.execute("import ipyparallel\nagain = ipyparallel.bind_kernel()", block=True)
+    assert engine.pull("again", block=True) == path
+    engine.push({"shared": 41}, block=True)
+    kc = BlockingKernelClient(connection_file=path)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=30)
+        outputs: list[str] = []
+        reply = kc.execute_interactive(
+            "print(shared + 1)\nshared = 'from the frontend'",
+            timeout=30,
+            output_hook=lambda msg: outputs.append(msg["content"].get("text", "")),
+        )
+        assert reply["content"]["status"] == "ok"
+        assert "42\n" in outputs
+        assert kc.is_alive()
+    finally:
+        kc.stop_channels()
+    assert engine.pull("shared", block=True) == "from the frontend"
+    assert engine.apply_sync(lambda: "still serving") == "still serving"
 
 
 def test_no_controller_gives_a_clear_error(tmp_path: Path) -> None:
@@ -294,6 +334,33 @@ def test_sigkill_by_signal_request(tmp_path: Path, backend: str, nanny: bool) ->
                 assert time.monotonic() < deadline, "the controller was not told"
                 time.sleep(0.1)
             assert wait_gone(nannies[0], timeout=30)
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_engine_startup_code(tmp_path: Path, backend: str) -> None:
+    """Once registered, an engine runs what ipengine runs: the profile's
+    start-up files, then ``-c`` (exec_lines), then ``-s`` (exec_files)."""
+    profile = tmp_path / "profile"
+    (profile / "startup").mkdir(parents=True)
+    (profile / "startup" / "00-engine.py").write_text("order = ['profile startup']\n")
+    script = tmp_path / "script.py"
+    script.write_text("order.append('-s')\n")
+    config = Config()
+    config.AkernelEngineSetLauncher.engine_args = [
+        f"--backend={backend}",
+        "--c=order.append('-c')",
+        f"--s={script}",
+    ]
+    cluster = ipp.Cluster(
+        n=1, engines="akernel", config=config, profile_dir=str(profile), log_level=30
+    )
+    client = cluster.start_and_connect_sync()
+    try:
+        client.wait_for_engines(1, timeout=60)
+        assert client[0].pull("order", block=True) == ["profile startup", "-c", "-s"]
     finally:
         client.close()
         cluster.stop_cluster_sync()

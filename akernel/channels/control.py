@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 
@@ -18,6 +19,8 @@ from ..transport import Mailbox
 from .dispatch import RequestDispatcher
 
 log = logging.getLogger("akernel.control")
+
+T = TypeVar("T")
 
 
 class ControlThread:
@@ -60,6 +63,28 @@ class ControlThread:
                 tg.start_soon(duty)
             self._started.set()
             await self.dispatcher.serve()
+
+    def call(self, function: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``function`` on the control thread (which owns the control
+        socket) and return its result; from another thread."""
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, function()))
+            except BaseException as error:
+                outcome.append((False, error))
+            finally:
+                done.set()
+
+        self.mailbox.post(run)
+        if not done.wait(timeout):
+            raise TimeoutError("the control thread did not answer")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     def stop(self) -> None:
         """Cancel the control loop and wait for the thread to end."""

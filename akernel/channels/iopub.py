@@ -101,6 +101,11 @@ class IOPubPublisher:
                 self._send_batch()
             self._send(frames)
 
+    def bind_to_random_port(self, address: str) -> int:
+        """Bind the socket to a random port of ``address`` as well (any thread)."""
+        with self._lock:
+            return self.socket.bind_to_random_port(address)
+
     def publish_status(self, state: str, parent: Message | None = None) -> None:
         self.publish("status", {"execution_state": state}, parent)
 

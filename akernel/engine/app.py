@@ -21,11 +21,15 @@ from uuid import uuid4
 
 import anyio
 import zmq
+from IPython.core.profiledir import ProfileDir
 from traitlets import Bool, Enum, Float, Integer, Unicode
 from traitlets.config import Application
 
 from .._version import __version__
+from ..execution import StartupCode
 from ..wire import Session
+from .bind import install as install_binder
+from .bind import make_binder
 from .connect import (
     Connector,
     EngineError,
@@ -70,8 +74,16 @@ class EngineApp(Application):
         config=True
     )
     backend = Enum(["asyncio", "trio"], "asyncio", help="Event loop to run on.").tag(config=True)
-    startup_command = Unicode("", help="Code to run before serving.").tag(config=True)
+    startup_command = Unicode(
+        "", help="Code to run before serving (after the profile's start-up files)."
+    ).tag(config=True)
     startup_script = Unicode("", help="Script to run before serving.").tag(config=True)
+    init_mpi = Unicode(
+        "from mpi4py import MPI as mpi\n"
+        "mpi.size = mpi.COMM_WORLD.Get_size()\n"
+        "mpi.rank = mpi.COMM_WORLD.Get_rank()\n",
+        help="Code run first with --mpi: ``mpi`` in the namespace, with its rank and size.",
+    ).tag(config=True)
     enable_nanny = Bool(
         True,
         help="Start ipyparallel's nanny, as ipengine does: it signals the engine from outside"
@@ -116,13 +128,15 @@ class EngineApp(Application):
     def connection_file(self) -> str:
         if self.url_file:
             return self.url_file
-        profile_dir = self.profile_dir
-        if not profile_dir:
-            from IPython.paths import get_ipython_dir
-
-            profile_dir = str(Path(get_ipython_dir()) / f"profile_{self.profile}")
         name = f"ipcontroller-{self.cluster_id}-engine.json" if self.cluster_id else None
-        return str(Path(profile_dir) / "security" / (name or "ipcontroller-engine.json"))
+        return str(self._profile_path() / "security" / (name or "ipcontroller-engine.json"))
+
+    def _profile_path(self) -> Path:
+        if self.profile_dir:
+            return Path(self.profile_dir)
+        from IPython.paths import get_ipython_dir
+
+        return Path(get_ipython_dir()) / f"profile_{self.profile}"
 
     def start(self) -> None:
         from ..execution import EngineIdentity
@@ -169,12 +183,14 @@ class EngineApp(Application):
             heartbeat_capture=monitor.capture,
             control_duties=(lambda: monitor.watch(kernel.request_stop),),
             parent_pid=0,
+            startup=self._startup_code(),
         )
-        if self.startup_command or self.startup_script:
-            log.warning("--c/--s startup code is not supported by akernel engines yet: ignored")
+        binder = make_binder(kernel, engine_id=engine_id, curve=bool(info.curve_serverkey))
+        uninstall_binder = install_binder(binder)
         try:
             anyio.run(kernel.serve, backend=self.backend)
         finally:
+            uninstall_binder()
             if monitor.lost:
                 unregister(registrar, session, engine_id)
             registrar.close(linger=1000)
@@ -182,6 +198,22 @@ class EngineApp(Application):
             context.term()
             if nanny is not None:
                 nanny.stop()
+
+    def _startup_code(self) -> StartupCode:
+        """What ipengine runs once registered: the profile's start-up files,
+        ``$PYTHONSTARTUP``, exec_lines/exec_files, then ``-c`` and ``-s``."""
+        startup = StartupCode(config=self.config, profile_dir=self._profile())
+        if self.use_mpi and self.init_mpi:
+            startup.exec_lines = [self.init_mpi, *startup.exec_lines]
+        if self.startup_command:
+            startup.exec_lines = [*startup.exec_lines, self.startup_command]
+        if self.startup_script:
+            startup.exec_files = [*startup.exec_files, self.startup_script]
+        return startup
+
+    def _profile(self) -> ProfileDir | None:
+        path = self._profile_path()
+        return ProfileDir.create_profile_dir(str(path)) if path.is_dir() else None
 
     def _requested_id(self) -> int | None:
         if not self.use_mpi:

@@ -14,6 +14,7 @@ from .info import kernel_info
 from .interrupt import InterruptController
 from .io import OutputRouter, OutStream
 from .shell import AkernelShell, release_shell
+from .startup import StartupCode
 from .threads import propagate_context_to_threads
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "OutStream",
     "OutputRouter",
     "ShellHandlers",
+    "StartupCode",
     "install_comms",
     "kernel_info",
     "propagate_context_to_threads",
