@@ -97,3 +97,30 @@ def test_engine_accepts_ipengine_flags() -> None:
         "akernel engine: error: controller connection file not found:"
         " /nonexistent/profile/security/ipcontroller-abc-engine.json"
     ]
+
+
+def test_engine_reads_the_profiles_ipengine_config(tmp_path: Path, monkeypatch) -> None:
+    """ipengine's options in the profile's ipengine_config.py (c.IPEngine.*)
+    configure akernel engines; the command line wins over them."""
+    from akernel.engine.app import EngineApp
+
+    for name in ("IPP_CLUSTER_ID", "IPP_PROFILE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "ipengine_config.py").write_text(
+        "c.IPEngine.startup_command = 'from_config = 1'\n"
+        "c.IPEngine.enable_nanny = False\n"
+        "c.IPEngine.timeout = 7.5\n"
+    )
+    import logging
+
+    logger = logging.getLogger("akernel")  # initialize() sets up the engine's log
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        app = EngineApp()
+        app.initialize([f"--profile-dir={tmp_path}", "--timeout=2"])
+        assert app.startup_command == "from_config = 1"
+        assert app.enable_nanny is False
+        assert app.timeout == 2.0
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+        EngineApp.clear_instance()

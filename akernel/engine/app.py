@@ -23,7 +23,7 @@ import anyio
 import zmq
 from IPython.core.profiledir import ProfileDir
 from traitlets import Bool, Enum, Float, Integer, Unicode
-from traitlets.config import Application
+from traitlets.config import Application, Config
 
 from .._version import __version__
 from ..execution import StartupCode
@@ -118,6 +118,16 @@ class EngineApp(Application):
             self.cluster_id = os.environ["IPP_CLUSTER_ID"]
         if os.environ.get("IPP_PROFILE_DIR"):
             self.profile_dir = os.environ["IPP_PROFILE_DIR"]
+        super().initialize(argv)
+        # The profile's ipengine_config.py, as ipengine reads it; ipengine's
+        # options (c.IPEngine.*) are ours; the command line still wins.
+        profile = self._profile_path()
+        if (profile / "ipengine_config.py").is_file():
+            self.load_config_file("ipengine_config", path=[str(profile)])
+        ours = set(self.class_trait_names(config=True))
+        shared = {k: v for k, v in self.config.get("IPEngine", {}).items() if k in ours}
+        if shared:
+            self.update_config(Config({"EngineApp": {**shared, **self.config.EngineApp}}))
         super().initialize(argv)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[akernel-engine %(levelname)s] %(message)s"))
