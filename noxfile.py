@@ -29,10 +29,15 @@ def _install_kernelspecs(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Install the project with its test extras and run the whole test suite."""
+    """Install the project with its test extras and run the whole test suite, then
+    ipyparallel's own test suite with akernel engines (asyncio backend; see
+    ``ipp_suite``). Arguments after ``--`` go to pytest, and then only our own
+    suite runs."""
     session.install("-e", ".[test]")
     _install_kernelspecs(session)
     session.run("pytest", "-n", WORKERS, "--dist", "loadfile", *session.posargs)
+    if not session.posargs:
+        _run_ipp_suite(session, [])
 
 
 @nox.session
@@ -102,26 +107,36 @@ def ipp_suite(session: nox.Session) -> None:
     baseline (ipykernel engines), ``-- --ipp-backend=trio`` the trio
     backend, ``-- -k test_magics`` a part. Fails when a test fails.
     """
-    session.install("-e", ".[test]", "pytest-asyncio", "testpath")
+    session.install("-e", ".[test]")
+    _run_ipp_suite(session, session.posargs)
+
+
+def _run_ipp_suite(session: nox.Session, pytest_args: list[str]) -> None:
+    # What ipyparallel's suite needs besides our test extras.
+    session.install("pytest-asyncio", "testpath")
     here = Path(__file__).parent.resolve()
     run_dir = Path(tempfile.mkdtemp(prefix="akernel-ipp-suite-"))
     report, log = run_dir / "report.xml", run_dir / "pytest.log"
     session.log(f"running in {run_dir} (pytest's output: {log})")
+    env = {"PYTHONPATH": str(here / "tests" / "ipp"), "AKERNEL_IPP_SUITE_RUN": str(run_dir)}
+    command = [
+        # A last resort: the plugin's watchdog fails a hung test after 60 s.
+        "timeout", "--kill-after=30", "900",
+        "pytest", "--pyargs", "ipyparallel.tests",
+        "-p", "akernel_engines", "-p", "no:cacheprovider",
+        "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
+        "-n", WORKERS, "--dist", "loadfile",
+        "--timeout=60", "-q", "-rfE", f"--junitxml={report}",
+        *pytest_args,
+    ]  # fmt: skip
     with session.chdir(run_dir):
-        output = session.run(
-            # A last resort: the plugin's watchdog fails a hung test after 60 s.
-            "timeout", "--kill-after=30", "900",
-            "pytest", "--pyargs", "ipyparallel.tests",
-            "-p", "akernel_engines", "-p", "no:cacheprovider",
-            "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
-            "-n", WORKERS, "--dist", "loadfile",
-            "--timeout=60", "-q", "-rfE", f"--junitxml={report}",
-            *session.posargs,
-            env={"PYTHONPATH": str(here / "tests" / "ipp")},
-            external=True,  # timeout; pytest is the session's
-            silent=True,
-            success_codes=[0, 1],
-        )  # fmt: skip
+        try:
+            # external: ``timeout``; the pytest it runs is the session's.
+            output = session.run(
+                *command, env=env, external=True, silent=True, success_codes=[0, 1]
+            )
+        finally:
+            session.run("python", str(here / "tests" / "ipp" / "reap.py"), str(run_dir))
         log.write_text(output or "")
         # pytest's closing line (it has the xfailed and xpassed counts too).
         closing = re.findall(r"^\d+ (?:passed|failed).* in [\d.]+s.*$", log.read_text(), re.M)

@@ -338,8 +338,7 @@ class Kernel(LoggingConfigurable):
                     gone = False
             if gone:
                 log.warning("parent process %d is gone: shutting down", pid)
-                self.request_stop()
-                self._interrupts.interrupt()
+                self.request_stop(interrupt=True)
                 return
 
     def listen_for_frontends(self, ip: str = "127.0.0.1") -> ConnectionInfo:
@@ -377,12 +376,15 @@ class Kernel(LoggingConfigurable):
         """Run ``callback`` when the kernel stops (call while it serves)."""
         self._undo.callback(callback)
 
-    def request_stop(self) -> None:
-        """Stop serving (from any thread, or a signal handler)."""
+    def request_stop(self, *, interrupt: bool = False) -> None:
+        """Stop serving (from any thread, or a signal handler); with
+        ``interrupt``, interrupt the running code too instead of letting it end."""
         self._stopping = True
         scope = self._cancel_scope
         if scope is not None:
             self._mailbox.post(scope.cancel)
+        if interrupt:
+            self._interrupts.interrupt()
 
     def _install_sigterm(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

@@ -366,6 +366,53 @@ def test_engine_startup_code(tmp_path: Path, backend: str) -> None:
         cluster.stop_cluster_sync()
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_engine_exits_when_the_controller_is_gone(tmp_path: Path, backend: str) -> None:
+    """When the controller's heartbeat stops for ``max_heartbeat_misses`` checks,
+    the engine interrupts what it runs, unregisters and exits with status 0; its
+    nanny goes too."""
+    cluster = ipp.Cluster(
+        n=0,
+        profile_dir=str(tmp_path),
+        controller_args=["--HeartMonitor.period=500"],
+        log_level=30,
+    )
+    cluster.start_controller_sync()
+    # Started here rather than by a launcher, to see its exit status.
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "akernel.engine",
+            f"--profile-dir={tmp_path}",
+            f"--cluster-id={cluster.cluster_id}",
+            f"--backend={backend}",
+            "--EngineApp.max_heartbeat_misses=2",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    client = None
+    try:
+        client = cluster.connect_client_sync()
+        client.wait_for_engines(1, timeout=60)
+        nanny = psutil.Process(engine.pid).children()[0]
+        running = client[0].execute("import time\nprint('busy', flush=True)\ntime.sleep(600)")
+        _wait_for_output(running, "busy")
+        # The controller and its scheduler processes (one of them pings).
+        controller = psutil.Process(cluster.controller.pid)
+        for process in [*controller.children(recursive=True), controller]:
+            process.kill()
+        assert engine.wait(timeout=60) == 0
+        assert wait_gone(nanny, timeout=30)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+        if client is not None:
+            client.close()
+        cluster.stop_cluster_sync()
+
+
 def test_silent_errors_abort_nothing(cluster) -> None:
     """ipyparallel sends its executes silent: each runs, errors or not (as with
     ipykernel, whose stop_on_error applies to non-silent requests only)."""

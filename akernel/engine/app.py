@@ -191,7 +191,8 @@ class EngineApp(Application):
             config=self.config,
             engine=EngineIdentity(uuid=uuid, id=engine_id),
             heartbeat_capture=monitor.capture,
-            control_duties=(lambda: monitor.watch(kernel.request_stop),),
+            # Nobody is left to get the results of what runs: interrupt it.
+            control_duties=(lambda: monitor.watch(lambda: kernel.request_stop(interrupt=True)),),
             parent_pid=0,
             startup=self._startup_code(),
         )
