@@ -6,6 +6,9 @@ client workloads are timed:
 
 * ``apply_sync`` latency on one engine (a no-op function), median;
 * pipelined ``apply_async`` on one engine: N requests sent, then all awaited;
+  and the CPU time the engine process spent per request meanwhile, and the
+  client's and controller's (on a small machine they share its cores, and
+  ipyparallel's client and controller are most of the work);
 * a load-balanced ``map`` of small tasks over both engines;
 * ``push`` then ``pull`` of a 50 MB NumPy array to one engine.
 
@@ -30,6 +33,7 @@ from typing import Any
 
 import ipyparallel as ipp
 import numpy as np
+import psutil
 from traitlets.config import Config
 
 
@@ -79,6 +83,14 @@ def measure(kind: EngineKind, settings: Settings) -> dict[str, float]:
                 start = time.perf_counter()
                 one.apply_sync(noop)
                 latencies.append(time.perf_counter() - start)
+            engine = psutil.Process(one.apply_sync(os.getpid))
+            controller = psutil.Process(cluster.controller.pid)
+            others = {
+                "engine": [engine],
+                "controller": [controller, *controller.children(recursive=True)],
+                "client": [psutil.Process()],
+            }
+            cpu_before = {name: _cpu_seconds(ps) for name, ps in others.items()}
             rates = []
             for _ in range(settings.reps):
                 start = time.perf_counter()
@@ -86,6 +98,11 @@ def measure(kind: EngineKind, settings: Settings) -> dict[str, float]:
                 for result in results:
                     result.get(timeout=120)
                 rates.append(settings.pipelined_n / (time.perf_counter() - start))
+            requests = settings.reps * settings.pipelined_n
+            cpu_ms = {
+                f"{name}_cpu_ms": (_cpu_seconds(ps) - cpu_before[name]) * 1000 / requests
+                for name, ps in others.items()
+            }
             balanced = client.load_balanced_view()
             map_times = []
             for _ in range(settings.reps):
@@ -103,6 +120,7 @@ def measure(kind: EngineKind, settings: Settings) -> dict[str, float]:
     return {
         "apply_sync_ms": statistics.median(latencies) * 1000,
         "pipelined_per_s": statistics.median(rates),
+        **cpu_ms,
         "map_tasks_per_s": settings.map_n / statistics.median(map_times),
         "push_pull_s": statistics.median(push_pull),
     }
@@ -111,9 +129,20 @@ def measure(kind: EngineKind, settings: Settings) -> dict[str, float]:
 ROWS = [
     ("apply_sync_ms", "apply_sync latency, 1 engine", "ms", False, "<= 0.6x"),
     ("pipelined_per_s", "pipelined apply_async, 1 engine", "/s", True, ">= 2x"),
+    ("engine_cpu_ms", "  engine CPU per request", "ms", False, ""),
+    ("client_cpu_ms", "  client CPU per request", "ms", False, ""),
+    ("controller_cpu_ms", "  controller CPU per request", "ms", False, ""),
     ("map_tasks_per_s", "load-balanced map, small tasks", "tasks/s", True, ""),
     ("push_pull_s", "push + pull 50 MB array", "s", False, ""),
 ]
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def render(results: dict[str, dict[str, float]]) -> str:
