@@ -19,7 +19,6 @@ from types import ModuleType
 from typing import Any
 
 import anyio
-import anyio.abc
 import zmq
 from traitlets import Bool, Float, Integer, default
 from traitlets.config import Config, LoggingConfigurable
@@ -36,6 +35,7 @@ from .execution import (
     OutStream,
     ShellHandlers,
     StartupCode,
+    batch_history_writes,
     install_comms,
     propagate_context_to_threads,
     release_shell,
@@ -160,7 +160,8 @@ class Kernel(LoggingConfigurable):
                     tg.start_soon(self._mailbox.serve)
                     await tg.start(background.serve)
                     tg.start_soon(shell_dispatcher.serve)
-                    self._batch_history_writes(shell, tg)
+                    if "db_cache_size" not in self.config.get("HistoryManager", {}):
+                        batch_history_writes(shell, tg, self.history_save_interval)
             finally:
                 self._stopping = True
         log.info("kernel stopped")
@@ -297,28 +298,6 @@ class Kernel(LoggingConfigurable):
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(own_stderr)
         return captures
-
-    def _batch_history_writes(self, shell: AkernelShell, tg: anyio.abc.TaskGroup) -> None:
-        # IPython commits every cell to sqlite from its saving thread, which
-        # holds the cache lock the next cell needs: a stall per cell. Unless
-        # configured otherwise, write history out once a second instead.
-        history = shell.history_manager
-        if history is None or not history.enabled or history.save_flag is None:
-            return
-        if "db_cache_size" in self.config.get("HistoryManager", {}):
-            return
-        history.db_cache_size = 1 << 30
-
-        async def save_periodically() -> None:
-            while True:
-                await anyio.sleep(self.history_save_interval)
-                # The saving thread is stopped around fork (``!cmd``) and
-                # restarted by the next input, so its flag can be missing.
-                flag = history.save_flag
-                if flag is not None and (history.db_input_cache or history.db_output_cache):
-                    flag.set()
-
-        tg.start_soon(save_periodically)
 
     async def _watch_parent(self) -> None:
         """Stop when the process that started us (``JPY_PARENT_PID``) is gone."""

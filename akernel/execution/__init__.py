@@ -10,6 +10,7 @@ from .background import (
 from .comms import install_comms, uninstall_comms
 from .control import ControlHandlers
 from .handlers import ShellHandlers
+from .history import batch_history_writes
 from .info import kernel_info
 from .interrupt import InterruptController
 from .io import OutputRouter, OutStream
@@ -28,6 +29,7 @@ __all__ = [
     "OutputRouter",
     "ShellHandlers",
     "StartupCode",
+    "batch_history_writes",
     "install_comms",
     "kernel_info",
     "propagate_context_to_threads",
