@@ -323,6 +323,26 @@ def _late_thread_output_goes_to_its_cell(summary: dict[str, Any]) -> None:
     )
 
 
+def _streams_in_program_order(cell_id: str, *names: str) -> Callable[[dict[str, Any]], None]:
+    """Streams ``names`` of ``cell_id`` appear in this order, as the cell writes them.
+
+    akernel keeps the order of writes across stdout and stderr. ipykernel
+    buffers each stream on its own, so without flushes their relative order
+    in its output depends on timing (on a loaded machine it has put the
+    traceback of ``caught-error`` before the line printed ahead of it).
+    """
+
+    def adjust(summary: dict[str, Any]) -> None:
+        for view in ("outputs", "messages"):
+            items = summary[cell_id][view]
+            streams = [item for item in items if item.get("name") in names]
+            streams.sort(key=lambda item: names.index(item["name"]))
+            ordered = iter(streams)
+            items[:] = [next(ordered) if item.get("name") in names else item for item in items]
+
+    return adjust
+
+
 def _sorted_lines(cell_id: str) -> Callable[[dict[str, Any]], None]:
     """Compare the stdout lines of ``cell_id`` regardless of order.
 
@@ -350,6 +370,7 @@ ORDER_INSENSITIVE: dict[str, list[Callable[[dict[str, Any]], None]]] = {
 }
 DELIBERATE_DIFFERENCES: dict[str, list[Callable[[dict[str, Any]], None]]] = {
     "*": [_tracebacks_hide_blank_lines],
+    "01_output_basics": [_streams_in_program_order("caught-error", "stdout", "stderr")],
     "03_threads": [_late_thread_output_goes_to_its_cell],
 }
 
