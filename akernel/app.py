@@ -26,6 +26,15 @@ log = logging.getLogger("akernel")
 _CLASS_TRAIT = re.compile(r"^--[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(=.*)?$")
 
 
+def log_to_stderr(prefix: str, level: int | str) -> None:
+    """Send the ``akernel`` log to stderr, each line tagged ``[prefix LEVEL]``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[{prefix} %(levelname)s] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
 class UsageError(Exception):
     """A command-line mistake, reported as one line."""
 
@@ -70,11 +79,7 @@ class LaunchApp(Application):
         self.load_config_file("akernel_config", path=jupyter_config_path())
         # Command-line flags win over the config file.
         super().initialize(argv)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[akernel %(levelname)s] %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(self.log_level)
-        log.propagate = False
+        log_to_stderr("akernel", self.log_level)
 
     def start(self) -> None:
         import anyio

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -30,23 +31,31 @@ import akernel.engine  # noqa: E402
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module", params=["asyncio", "trio"])
-def cluster(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[tuple]:
-    """A controller and two akernel engines; the client; the engines' processes."""
+@contextmanager
+def akernel_cluster(profile_dir: Path, n: int, engine_args: list[str]) -> Iterator[tuple]:
+    """A controller and ``n`` akernel engines started with ``engine_args``;
+    the cluster and a client, once the engines are up. Stopped on exit."""
     config = Config()
-    config.AkernelEngineSetLauncher.engine_args = [f"--backend={request.param}"]
-    profile_dir = tmp_path_factory.mktemp("profile")
+    config.AkernelEngineSetLauncher.engine_args = engine_args
     cluster = ipp.Cluster(
-        n=2, engines="akernel", config=config, profile_dir=str(profile_dir), log_level=30
+        n=n, engines="akernel", config=config, profile_dir=str(profile_dir), log_level=30
     )
     client = cluster.start_and_connect_sync()
     try:
-        client.wait_for_engines(2, timeout=60)
-        pids = client[:].apply_sync(os.getpid)
-        yield cluster, client, [psutil.Process(pid) for pid in pids]
+        client.wait_for_engines(n, timeout=60)
+        yield cluster, client
     finally:
         client.close()
         cluster.stop_cluster_sync()
+
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[tuple]:
+    """A controller and two akernel engines; the client; the engines' processes."""
+    profile_dir = tmp_path_factory.mktemp("profile")
+    with akernel_cluster(profile_dir, 2, [f"--backend={request.param}"]) as (cluster, client):
+        pids = client[:].apply_sync(os.getpid)
+        yield cluster, client, [psutil.Process(pid) for pid in pids]
 
 
 def test_engines_are_akernel(cluster) -> None:
@@ -141,18 +150,12 @@ def test_every_message_names_its_engine(cluster) -> None:
 
 def test_shutdown_leaves_no_processes(tmp_path: Path) -> None:
     """Engines, their nannies, and the connection files of bound engines go."""
-    cluster = ipp.Cluster(n=2, engines="akernel", profile_dir=str(tmp_path), log_level=30)
-    client = cluster.start_and_connect_sync()
-    try:
-        client.wait_for_engines(2, timeout=60)
+    with akernel_cluster(tmp_path, 2, []) as (_, client):
         processes = [psutil.Process(pid) for pid in client[:].apply_sync(os.getpid)]
         processes += [child for process in processes for child in process.children()]
         assert len(processes) == 4  # each engine's nanny
         connection_file = Path(client[0].apply_sync(akernel.engine.bind_kernel))
         assert connection_file.exists()
-    finally:
-        client.close()
-        cluster.stop_cluster_sync()
     for process in processes:
         assert wait_gone(process, timeout=30), f"{process.cmdline()} is still running"
     assert not connection_file.exists()
@@ -308,17 +311,8 @@ def test_sigkill_by_signal_request(tmp_path: Path, backend: str, nanny: bool) ->
     nanny (the default, as for ipengine) the controller hears of the death at
     once, and the nanny goes too; without it, the engine waits for its reply
     to leave before it signals itself."""
-    config = Config()
-    config.AkernelEngineSetLauncher.engine_args = [
-        f"--backend={backend}",
-        f"--EngineApp.enable_nanny={nanny}",
-    ]
-    cluster = ipp.Cluster(
-        n=1, engines="akernel", config=config, profile_dir=str(tmp_path), log_level=30
-    )
-    client = cluster.start_and_connect_sync()
-    try:
-        client.wait_for_engines(1, timeout=60)
+    engine_args = [f"--backend={backend}", f"--EngineApp.enable_nanny={nanny}"]
+    with akernel_cluster(tmp_path, 1, engine_args) as (_, client):
         engine = psutil.Process(client[0].apply_sync(os.getpid))
         nannies = [
             child
@@ -334,9 +328,6 @@ def test_sigkill_by_signal_request(tmp_path: Path, backend: str, nanny: bool) ->
                 assert time.monotonic() < deadline, "the controller was not told"
                 time.sleep(0.1)
             assert wait_gone(nannies[0], timeout=30)
-    finally:
-        client.close()
-        cluster.stop_cluster_sync()
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -348,22 +339,9 @@ def test_engine_startup_code(tmp_path: Path, backend: str) -> None:
     (profile / "startup" / "00-engine.py").write_text("order = ['profile startup']\n")
     script = tmp_path / "script.py"
     script.write_text("order.append('-s')\n")
-    config = Config()
-    config.AkernelEngineSetLauncher.engine_args = [
-        f"--backend={backend}",
-        "--c=order.append('-c')",
-        f"--s={script}",
-    ]
-    cluster = ipp.Cluster(
-        n=1, engines="akernel", config=config, profile_dir=str(profile), log_level=30
-    )
-    client = cluster.start_and_connect_sync()
-    try:
-        client.wait_for_engines(1, timeout=60)
+    engine_args = [f"--backend={backend}", "--c=order.append('-c')", f"--s={script}"]
+    with akernel_cluster(profile, 1, engine_args) as (_, client):
         assert client[0].pull("order", block=True) == ["profile startup", "-c", "-s"]
-    finally:
-        client.close()
-        cluster.stop_cluster_sync()
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

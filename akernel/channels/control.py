@@ -11,7 +11,8 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from concurrent.futures import Future
+from typing import TypeVar
 
 import anyio
 
@@ -67,24 +68,16 @@ class ControlThread:
     def call(self, function: Callable[[], T], timeout: float = 10.0) -> T:
         """Run ``function`` on the control thread (which owns the control
         socket) and return its result; from another thread."""
-        done = threading.Event()
-        outcome: list[Any] = []
+        future: Future[T] = Future()
 
         def run() -> None:
             try:
-                outcome.append((True, function()))
+                future.set_result(function())
             except BaseException as error:
-                outcome.append((False, error))
-            finally:
-                done.set()
+                future.set_exception(error)
 
         self.mailbox.post(run)
-        if not done.wait(timeout):
-            raise TimeoutError("the control thread did not answer")
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
+        return future.result(timeout)
 
     def stop(self) -> None:
         """Cancel the control loop and wait for the thread to end."""

@@ -26,6 +26,7 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 from traitlets.config import Application, Config
 
 from .._version import __version__
+from ..app import log_to_stderr
 from ..execution import StartupCode
 from ..wire import Session
 from .bind import install as install_binder
@@ -129,11 +130,7 @@ class EngineApp(Application):
         if shared:
             self.update_config(Config({"EngineApp": {**shared, **self.config.EngineApp}}))
         super().initialize(argv)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[akernel-engine %(levelname)s] %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(self.log_level)
-        log.propagate = False
+        log_to_stderr("akernel-engine", self.log_level)
 
     def connection_file(self) -> str:
         if self.url_file:

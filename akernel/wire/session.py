@@ -80,10 +80,21 @@ class Session:
         self._hmac = hmac.new(key, digestmod=digestmod) if key else None
         self._history = _SignatureHistory(replay_history)
         self._counter = 0
-        # Merged into every message's metadata (an engine's uuid, for one).
-        self.default_metadata = default_metadata or {}
+        # Merged into every message's metadata (an engine's uuid, for one);
+        # messages without metadata of their own reuse its encoding.
+        self._default_metadata = dict(default_metadata or {})
+        self._default_metadata_frame = (
+            jsonutil.dumps(self._default_metadata) if self._default_metadata else _EMPTY_DICT
+        )
 
     # -- building ---------------------------------------------------------
+
+    def _metadata_frame(self, metadata: dict[str, Any] | None) -> bytes:
+        if not metadata:
+            return self._default_metadata_frame
+        if self._default_metadata:
+            metadata = {**self._default_metadata, **metadata}
+        return jsonutil.dumps(metadata)
 
     def new_header(self, msg_type: str) -> dict[str, Any]:
         self._counter += 1
@@ -127,9 +138,7 @@ class Session:
         msg_frames = [
             jsonutil.dumps(header if header is not None else self.new_header(msg_type)),
             parent_frame,
-            jsonutil.dumps({**self.default_metadata, **(metadata or {})})
-            if metadata or self.default_metadata
-            else _EMPTY_DICT,
+            self._metadata_frame(metadata),
             jsonutil.dumps(content) if content else _EMPTY_DICT,
         ]
         frames: list[Any] = [*identities, DELIMITER, self.sign(msg_frames), *msg_frames]
