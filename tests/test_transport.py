@@ -498,9 +498,10 @@ def test_load_port_out_of_range(tmp_path, port):
         ConnectionInfo.load(path)
 
 
-def test_load_unsupported_signature_scheme(tmp_path):
+@pytest.mark.parametrize("scheme", ["rsa-sha256", "hmac-nosuchdigest", "hmac-shake_128"])
+def test_load_unsupported_signature_scheme(tmp_path, scheme):
     path = tmp_path / "k.json"
-    path.write_text(json.dumps({**_info().to_dict(), "signature_scheme": "rsa-sha256"}))
+    path.write_text(json.dumps({**_info().to_dict(), "signature_scheme": scheme}))
     with pytest.raises(ConnectionError_, match="signature_scheme"):
         ConnectionInfo.load(path)
 

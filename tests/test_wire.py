@@ -410,3 +410,61 @@ def test_datetime_meaning_independent_of_other_values(value):
 def test_pack_unserializable_raises_type_error():
     with pytest.raises(TypeError):
         Session(KEY).serialize("display_data", {"x": object()})
+
+
+# -- what must never break the codec ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ok\udcff", "ok\ufffd"),  # a byte decoded with surrogateescape
+        ("\ud800 lone high", "\ufffd lone high"),
+        ("pair \ud83d\ude00", "pair \U0001f600"),  # a pair written as two code units
+        ("plain é 😀", "plain é 😀"),
+    ],
+)
+def test_lone_surrogates_are_replaced(text, expected):
+    """Strings that cannot be UTF-8 (surrogateescape output) still go out, as
+    jupyter_client reads them: U+FFFD where a lone surrogate stood."""
+    for content in ({"text": text}, {"text": text, "big": 2**70}, {text: 1}):
+        received = pack_content(content)
+        assert expected in json.dumps(received, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("frame", "check"),
+    [
+        (b'{"x": NaN}', lambda x: x != x),
+        (b'{"x": Infinity}', lambda x: x == float("inf")),
+        (b'{"x": -Infinity}', lambda x: x == float("-inf")),
+        (b'{"x": 1e400}', lambda x: x == float("inf")),
+        (b'{"x": "caf\xe9"}', lambda x: x == "caf\ufffd"),  # not UTF-8
+    ],
+)
+def test_json_the_reference_accepts_is_accepted(frame, check):
+    """What jupyter_client's decoder accepts, ours accepts too."""
+    ours = Session(KEY)
+    msg = ours.deserialize(signed(ours, good_header(), {}, {}, frame))
+    reference = json.loads(frame.decode("utf-8", "replace"))["x"]
+    assert check(msg.content["x"]) and check(reference)
+
+
+@pytest.mark.parametrize("with_long_number", [False, True])
+@pytest.mark.parametrize("depth", [1_100, 5_000, 100_000])
+def test_deeply_nested_json_is_malformed(depth, with_long_number):
+    """Nesting beyond either decoder's limit is a dropped message, never a
+    RecursionError (a long number sends the frame to the stdlib decoder)."""
+    inner = b"1234567890123456789012" if with_long_number else b"1"
+    frame = b'{"x": ' + b"[" * depth + inner + b"]" * depth + b"}"
+    ours = Session(KEY)
+    with pytest.raises(MalformedMessage):
+        ours.deserialize(signed(ours, good_header(), {}, {}, frame))
+
+
+def test_deeply_nested_content_is_a_value_error_to_send():
+    nested: list = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(ValueError):
+        Session(KEY).serialize("display_data", {"x": nested})

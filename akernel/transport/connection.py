@@ -10,6 +10,8 @@ from pathlib import Path
 
 import zmq
 
+from ..wire import digest_for
+
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
 
@@ -70,10 +72,11 @@ class ConnectionInfo:
             port = getattr(info, f"{channel}_port")
             if not 0 <= port <= 65535:
                 raise ConnectionError_(f"{source}: {channel}_port {port} is out of range")
-        if info.signature_scheme and not info.signature_scheme.startswith("hmac-"):
-            raise ConnectionError_(
-                f"{source}: unsupported signature_scheme {info.signature_scheme!r}"
-            )
+        if info.signature_scheme:
+            try:
+                digest_for(info.signature_scheme)
+            except ValueError as e:
+                raise ConnectionError_(f"{source}: signature_scheme: {e}") from None
         return info
 
     def to_dict(self) -> dict:

@@ -1,8 +1,12 @@
 """JSON packing for message frames: orjson, with a stdlib fallback.
 
 orjson is several times faster than ``json`` for the small dicts of the
-message hot path. The fallback covers what orjson refuses (integers beyond
-64 bits); both accept the same extra types through :func:`_default`.
+message hot path. The fallback covers what orjson refuses: integers beyond
+64 bits, strings with lone surrogates (sent as U+FFFD), and on receipt what
+jupyter_client's decoder accepts (``NaN``, ``Infinity``, ``1e400``, invalid
+UTF-8). Both encoders accept the same extra types through :func:`_default`.
+Neither ever raises anything but ``TypeError`` or ``ValueError``: nesting
+too deep for the stdlib's recursion is a ``ValueError`` too.
 """
 
 from __future__ import annotations
@@ -47,12 +51,40 @@ def dumps(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj, default=_default, option=_OPTIONS)
     except TypeError:
-        # orjson refuses some values json accepts (big integers, odd keys).
-        return json.dumps(obj, default=_default, ensure_ascii=False).encode("utf-8")
+        # orjson refuses some values json accepts (big integers, odd keys,
+        # lone surrogates, nesting deeper than 255).
+        pass
+    try:
+        text = json.dumps(obj, default=_default, ensure_ascii=False)
+    except RecursionError:
+        raise ValueError("object nested too deeply to encode as JSON") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return without_lone_surrogates(text).encode("utf-8")
+
+
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with surrogate pairs joined and lone surrogates as U+FFFD.
+
+    Such strings come from bytes decoded with ``surrogateescape`` (file
+    names, ``sys.argv``, the environment, subprocess output) and cannot be
+    encoded as UTF-8.
+    """
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def loads(data: bytes) -> Any:
-    """Decode JSON from bytes, keeping big integers exact."""
+    """Decode JSON from bytes, keeping big integers exact.
+
+    Raises ``ValueError`` for anything that is not JSON.
+    """
     if _LONG_NUMBER.search(data) is None:
-        return orjson.loads(data)
-    return json.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # maybe what the stdlib accepts (NaN, 1e400, invalid UTF-8)
+    try:
+        return json.loads(data.decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None

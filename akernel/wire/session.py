@@ -26,6 +26,26 @@ _EMPTY_DICT = b"{}"
 _REQUIRED_HEADER_FIELDS = ("msg_id", "msg_type", "session")
 
 
+def digest_for(signature_scheme: str) -> Any:
+    """The hashlib constructor for ``"hmac-<digest>"``; ``ValueError`` naming
+    the problem if the scheme cannot sign messages."""
+    scheme, _, digest_name = signature_scheme.partition("-")
+    if scheme != "hmac" or not digest_name:
+        raise ValueError(f"unsupported signature scheme {signature_scheme!r} (hmac-<digest>)")
+    digestmod = getattr(hashlib, digest_name, None)
+    if digestmod is None or not callable(digestmod):
+        raise ValueError(f"unknown digest {digest_name!r} in signature scheme {signature_scheme!r}")
+    try:
+        # Extendable-output digests (shake_*) cannot be used with HMAC.
+        hmac.new(b"key", b"", digestmod).hexdigest()
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"digest {digest_name!r} cannot sign messages (signature scheme"
+            f" {signature_scheme!r}): use a fixed-size digest such as sha256"
+        ) from None
+    return digestmod
+
+
 def _as_bytes(frame: Any) -> bytes:
     return frame if isinstance(frame, bytes) else bytes(frame)
 
@@ -65,14 +85,7 @@ class Session:
         replay_history: int = 2**16,
         default_metadata: dict[str, Any] | None = None,
     ) -> None:
-        scheme, _, digest_name = signature_scheme.partition("-")
-        if scheme != "hmac" or not digest_name:
-            raise ValueError(f"unsupported signature scheme {signature_scheme!r}")
-        try:
-            digestmod = getattr(hashlib, digest_name)
-            digestmod()
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"unknown digest {digest_name!r} in {signature_scheme!r}") from None
+        digestmod = digest_for(signature_scheme)
         self.key = key
         self.signature_scheme = signature_scheme
         self.session_id = session_id or new_id()
@@ -171,7 +184,7 @@ class Session:
             self._history.check_and_add(signature)
         try:
             header, parent_header, metadata, content = (jsonutil.loads(f) for f in msg_frames)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise MalformedMessage(f"invalid JSON in message frames: {e}") from None
         if not isinstance(header, dict):
             raise MalformedMessage("header is not a JSON object")
