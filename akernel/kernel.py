@@ -56,6 +56,12 @@ class Kernel(LoggingConfigurable):
     iopub_flush_interval = Float(
         0.05, help="Seconds stream output may wait to be batched before it is sent."
     ).tag(config=True)
+    iopub_stall_timeout = Float(
+        2.0,
+        help="Seconds an IOPub client that has stopped reading (its queue full) may hold up"
+        " the kernel and the other clients; after that it is left behind and loses what"
+        " its queue cannot take, until it reads again (see docs/robustness.md).",
+    ).tag(config=True)
     history_save_interval = Float(
         1.0, help="Seconds between writes of IPython's input history to its database."
     ).tag(config=True)
@@ -176,7 +182,13 @@ class Kernel(LoggingConfigurable):
         )
         heartbeat.start()
         undo.callback(heartbeat.stop)
-        iopub = IOPubPublisher(sockets.iopub, session, flush_interval=self.iopub_flush_interval)
+        iopub = IOPubPublisher(
+            sockets.iopub,
+            session,
+            flush_interval=self.iopub_flush_interval,
+            stall_timeout=self.iopub_stall_timeout,
+        )
+        iopub.on_failure = self._stop_after_failure
         router = OutputRouter(iopub)
         router.orphans_to_last_execute = self.orphan_output_to_last_cell
         captures = self._capture_fds(router, iopub) if self.capture_fd_output else []
@@ -208,6 +220,7 @@ class Kernel(LoggingConfigurable):
             self._control_dispatcher(iopub, interrupts),
             self.backend,
             duties=((self._watch_parent,) if self.parent_pid else ()) + self.control_duties,
+            on_failure=self._stop_after_failure,
         )
         control.start()
         undo.callback(control.stop)
@@ -364,6 +377,11 @@ class Kernel(LoggingConfigurable):
             self._mailbox.post(scope.cancel)
         if interrupt:
             self._interrupts.interrupt()
+
+    def _stop_after_failure(self) -> None:
+        """A kernel thread cannot go on (it has logged why): stop cleanly, so
+        that the frontend sees the kernel die and can restart it."""
+        self.request_stop(interrupt=True)
 
     def _install_sigterm(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

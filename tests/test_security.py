@@ -159,6 +159,12 @@ def _malformed(kc, case: str) -> list[bytes]:
         return signed_frames(kc, _header(kc, **{case[len("missing_") :]: _DROP}))
     if case == "msg_type_not_string":
         return signed_frames(kc, _header(kc, msg_type=["kernel_info_request"]))
+    if case.startswith("deeply_nested"):
+        # Past orjson's depth limit; a 19+ digit number sends the frame to
+        # the stdlib decoder, whose recursion limit it also exceeds.
+        number = b"12345678901234567890" if case.endswith("long_number") else b"1"
+        content = b'{"x": ' + b"[" * 5000 + number + b"]" * 5000 + b"}"
+        return signed_frames(kc, _header(kc), {}, {}, content)
     raise AssertionError(case)
 
 
@@ -177,6 +183,8 @@ MALFORMED = [
     "missing_msg_type",
     "missing_session",
     "msg_type_not_string",
+    "deeply_nested",
+    "deeply_nested_long_number",
 ]
 
 

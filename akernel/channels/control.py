@@ -33,9 +33,13 @@ class ControlThread:
         backend: str = "asyncio",
         *,
         duties: tuple[Callable[[], Awaitable[None]], ...] = (),
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         """``duties`` are extra tasks for this loop, which stays responsive
-        while user code blocks the main thread (e.g. watching the parent)."""
+        while user code blocks the main thread (e.g. watching the parent).
+        ``on_failure`` is called (on this thread) if the loop dies of an
+        error: a kernel without its control channel must not go on silently."""
+        self.on_failure = on_failure
         self.dispatcher = dispatcher
         self.backend = backend
         self.duties = duties
@@ -54,7 +58,8 @@ class ControlThread:
         try:
             anyio.run(self._main, backend=self.backend)
         except Exception:
-            log.exception("control thread failed")
+            log.critical("the control channel failed: stopping the kernel", exc_info=True)
+            self.on_failure()
 
     async def _main(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -3,6 +3,9 @@
 Each request is bracketed by ``status: busy`` and ``status: idle`` on IOPub
 with the request as parent. A message that fails verification or parsing is
 logged and dropped; a message type without a handler is logged and ignored.
+Every ``*_request`` that reaches a handler gets a reply: if the handler
+raises before replying, the client gets ``status: error`` with the
+exception's name, value and traceback instead of waiting forever.
 The request being handled is available to output code through
 :data:`current_request`.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
@@ -94,6 +98,8 @@ class RequestDispatcher:
         self.preempt: dict[str, Callable[[Message], None]] = {}
         # The metadata of an ``aborted`` reply (an engine's schedulers need more).
         self.aborted_metadata: Callable[[Message], dict[str, Any]] = _aborted_metadata
+        # Requests being handled that have not been replied to yet (by msg_id).
+        self._unanswered: set[str] = set()
 
     def reply(
         self,
@@ -105,6 +111,7 @@ class RequestDispatcher:
         buffers: list[Any] | None = None,
     ) -> None:
         """Send a reply to ``parent`` back along the identities it came from."""
+        self._unanswered.discard(parent.msg_id)
         frames = self.session.serialize(
             msg_type,
             content,
@@ -233,7 +240,10 @@ class RequestDispatcher:
             return self.session.deserialize(frames)
         except WireError as e:
             log.warning("%s: dropped a message: %s", self.name, e)
-            return None
+        except Exception:
+            # A decoder bug must cost one message, never the channel.
+            log.exception("%s: dropped a message that could not be decoded", self.name)
+        return None
 
     # -- one request ------------------------------------------------------------
 
@@ -244,11 +254,8 @@ class RequestDispatcher:
             result = self._begin(msg, abort)
             if result is not None:
                 await result
-        except Exception:
-            log.exception("%s: error while handling %s", self.name, msg.msg_type)
-        except KeyboardInterrupt:
-            # An interrupt that arrived outside user code: nothing to stop.
-            log.info("%s: interrupt while handling %s ignored", self.name, msg.msg_type)
+        except (Exception, KeyboardInterrupt) as error:
+            self._failed(msg, error)
         finally:
             self._end(msg)
             current_request.reset(token)
@@ -260,14 +267,33 @@ class RequestDispatcher:
             result = self._begin(msg, abort)
             if result is not None:
                 result.close()
-                log.error("%s: %s handler must not be async", self.name, msg.msg_type)
-        except Exception:
-            log.exception("%s: error while handling %s", self.name, msg.msg_type)
-        except KeyboardInterrupt:
-            log.info("%s: interrupt while handling %s ignored", self.name, msg.msg_type)
+                raise TypeError(f"the {msg.msg_type} handler must not be async")
+        except (Exception, KeyboardInterrupt) as error:
+            self._failed(msg, error)
         finally:
             self._end(msg)
             current_request.reset(token)
+
+    def _failed(self, msg: Message, error: BaseException) -> None:
+        """Log a handler's failure; answer its request with an error if the
+        handler did not reply."""
+        if isinstance(error, KeyboardInterrupt):
+            # An interrupt that arrived outside user code: nothing to stop.
+            log.info("%s: interrupt while handling %s", self.name, msg.msg_type)
+        else:
+            log.error("%s: error while handling %s", self.name, msg.msg_type, exc_info=error)
+        if msg.msg_id not in self._unanswered:
+            return
+        content = {
+            "status": "error",
+            "ename": type(error).__name__,
+            "evalue": str(error),
+            "traceback": traceback.format_exception(error),
+        }
+        try:
+            self.reply(msg, msg.msg_type[: -len("_request")] + "_reply", content)
+        except Exception:
+            log.exception("%s: cannot send the error reply to %s", self.name, msg.msg_type)
 
     def _begin(self, msg: Message, abort: bool) -> Any:
         """Publish busy and call the handler; return what it returned if awaitable."""
@@ -292,10 +318,13 @@ class RequestDispatcher:
         if handler is None:
             log.warning("%s: ignoring unknown message type %r", self.name, msg_type)
             return None
+        if msg_type.endswith("_request"):
+            self._unanswered.add(msg.msg_id)
         result = handler(msg)
         return result if inspect.isawaitable(result) else None
 
     def _end(self, msg: Message) -> None:
+        self._unanswered.discard(msg.msg_id)
         if self._abort_requested:
             self._abort_requested = False
             self._take_queue_for_abort()

@@ -6,9 +6,13 @@ GIL ping-pong. Stream output is buffered per (stream, parent) and sent
 
 * before any other message is published (so it is never reordered with what
   follows it),
-* when the buffer grows past ``max_batch_chars`` (by the writing thread),
+* when the next write would grow it past ``max_batch_chars`` (by the
+  writing thread; a longer write is sent in pieces of that size),
 * ``flush_interval`` seconds after its first write (by the flusher thread),
   so a slow cell's prints still show up live.
+
+Sends wait while a subscriber's queue is full, but never for long for one that
+has stopped reading: see :mod:`.iopub_flow` for the policy.
 
 The flusher thread also watches the socket for new subscriptions and answers
 each with ``iopub_welcome`` (JEP 65). ZeroMQ's socket FD is edge-triggered, so
@@ -29,10 +33,13 @@ from typing import Any
 
 import zmq
 
-from ..transport.frames import has_input, send_frames
+from ..transport.frames import has_input
 from ..wire import Message, Session
+from .iopub_flow import StallAwareSender
 
 log = logging.getLogger("akernel.iopub")
+
+_MAX_FAILURES_IN_A_ROW = 10
 
 
 class _StreamBatch:
@@ -58,8 +65,12 @@ class IOPubPublisher:
         topic_prefix: bytes = b"kernel",
         flush_interval: float = 0.05,
         max_batch_chars: int = 1 << 16,
+        stall_timeout: float = 2.0,
     ) -> None:
+        """``stall_timeout``: seconds a subscriber whose queue is full may
+        hold up every send before it is left behind (see :mod:`.iopub_flow`)."""
         self.socket = socket
+        self._sender = StallAwareSender(socket, stall_timeout)
         self.session = session
         self.flush_interval = flush_interval
         self.max_batch_chars = max_batch_chars
@@ -72,6 +83,8 @@ class IOPubPublisher:
         self._stopping = False
         self._closed = False
         self._readers: dict[int, Callable[[], None]] = {}
+        # Called (on the flusher thread) if it cannot go on: output would be lost.
+        self.on_failure: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="akernel-iopub", daemon=True)
 
     # -- any thread ------------------------------------------------------
@@ -115,13 +128,15 @@ class IOPubPublisher:
             return
         with self._lock:
             batch = self._batch
-            if batch is not None and batch.parent is parent and batch.name == name:
-                batch.parts.append(text)
-                batch.size += len(text)
-                if batch.size >= self.max_batch_chars:
-                    self._send_batch()
-                return
             if batch is not None:
+                if (
+                    batch.parent is parent
+                    and batch.name == name
+                    and batch.size + len(text) <= self.max_batch_chars
+                ):
+                    batch.parts.append(text)
+                    batch.size += len(text)
+                    return
                 self._send_batch()
             self._batch = _StreamBatch(name, parent, text, self.flush_interval)
             if len(text) >= self.max_batch_chars:
@@ -154,27 +169,31 @@ class IOPubPublisher:
         assert batch is not None
         self._batch = None
         text = batch.parts[0] if len(batch.parts) == 1 else "".join(batch.parts)
-        frames = self.session.serialize(
-            "stream",
-            {"name": batch.name, "text": text},
-            batch.parent,
-            identities=(b"stream." + batch.name.encode(),),
-        )
-        self._send(frames)
+        # Batches stay within max_batch_chars but one write may not: it goes
+        # in pieces, so that a message's size, and what a client that has
+        # stopped reading costs in memory, stay bounded (see .iopub_flow).
+        limit = self.max_batch_chars
+        for start in range(0, len(text), limit):
+            try:
+                frames = self.session.serialize(
+                    "stream",
+                    {"name": batch.name, "text": text[start : start + limit]},
+                    batch.parent,
+                    identities=(b"stream." + batch.name.encode(),),
+                )
+            except (TypeError, ValueError):
+                # Whichever thread flushes pays for a bad batch: it must not die of it.
+                log.exception("stream output dropped: it cannot be encoded")
+                return
+            self._send(frames)
 
     def _send(self, frames: list[Any]) -> None:
         if self._closed:
             return
-        socket = self.socket
         try:
-            send_frames(socket, frames)
-            if has_input(socket):
+            self._sender.send(frames)
+            if has_input(self.socket):
                 self._welcome_subscribers()
-        except zmq.Again:
-            # ZeroMQ cannot drop for one subscriber only: with back-pressure,
-            # one that stops reading holds up all. After the send timeout the
-            # message is dropped (for all) rather than hang the kernel.
-            log.warning("IOPub message dropped: a subscriber has stopped reading")
         except zmq.ZMQError as e:
             log.error("cannot publish on IOPub: %s", e)
 
@@ -192,7 +211,7 @@ class IOPubPublisher:
                     {"subscription": topic.decode("utf-8", "replace")},
                     identities=(topic,),
                 )
-                send_frames(socket, frames)
+                self._sender.send(frames)
 
     # -- the flusher thread ---------------------------------------------
 
@@ -227,27 +246,47 @@ class IOPubPublisher:
     def _run(self) -> None:
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        readers = self._readers
-        watched = [self._socket_fd, self._wake_read, *readers]
+        watched = [self._socket_fd, self._wake_read, *self._readers]
         timeout: float | None = None
+        failures = 0
         while not self._stopping:
-            readable, _, _ = select.select(watched, [], [], timeout)
-            if self._wake_read in readable:
-                try:
-                    os.read(self._wake_read, 4096)
-                except BlockingIOError:
-                    pass
-            for fd in readable:
-                if fd in readers:
-                    readers[fd]()
-            with self._lock:
-                if self._socket_fd in readable or has_input(self.socket):
-                    self._welcome_subscribers()
-                batch = self._batch
-                timeout = None
-                if batch is not None:
-                    due = batch.deadline - time.monotonic()
-                    if due <= 0:
-                        self._send_batch()
-                    else:
-                        timeout = due
+            try:
+                timeout = self._flush_when_due(watched, timeout)
+                failures = 0
+            except Exception:
+                # Survive what can be survived; a failure that repeats at
+                # once is not going away: stop the kernel rather than lose
+                # output silently (or leave fds 1 and 2 undrained).
+                failures += 1
+                log.exception("IOPub flusher: unexpected error")
+                if failures >= _MAX_FAILURES_IN_A_ROW:
+                    log.critical("IOPub flusher cannot go on: stopping the kernel")
+                    self.on_failure()
+                    return
+                timeout = 0.01 * failures
+
+    def _flush_when_due(self, watched: list[int], timeout: float | None) -> float | None:
+        """Wait until something is readable or the batch is due; handle it;
+        return how long the next wait may be."""
+        readers = self._readers
+        readable, _, _ = select.select(watched, [], [], timeout)
+        if self._wake_read in readable:
+            try:
+                os.read(self._wake_read, 4096)
+            except BlockingIOError:
+                pass
+        for fd in readable:
+            if fd in readers:
+                readers[fd]()
+        with self._lock:
+            if self._socket_fd in readable or has_input(self.socket):
+                self._welcome_subscribers()
+            batch = self._batch
+            timeout = None
+            if batch is not None:
+                due = batch.deadline - time.monotonic()
+                if due <= 0:
+                    self._send_batch()
+                else:
+                    timeout = due
+        return timeout

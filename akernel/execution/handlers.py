@@ -192,10 +192,7 @@ class ShellHandlers:
     # -- introspection --------------------------------------------------------
 
     def complete_request(self, msg: Message) -> None:
-        code = str(msg.content.get("code", ""))
-        cursor_pos = msg.content.get("cursor_pos")
-        if not isinstance(cursor_pos, int):
-            cursor_pos = len(code)
+        code, cursor_pos = _code_and_cursor(msg.content)
         with provisionalcompleter():
             raw = self.shell.Completer.completions(code, cursor_pos)
             completions = list(rectify_completions(code, raw))
@@ -226,10 +223,7 @@ class ShellHandlers:
         )
 
     def inspect_request(self, msg: Message) -> None:
-        code = str(msg.content.get("code", ""))
-        cursor_pos = msg.content.get("cursor_pos")
-        if not isinstance(cursor_pos, int):
-            cursor_pos = len(code)
+        code, cursor_pos = _code_and_cursor(msg.content)
         detail_level = 1 if msg.content.get("detail_level") == 1 else 0
         name = token_at_cursor(code, cursor_pos)
         reply: dict[str, Any] = {"status": "ok", "found": False, "data": {}, "metadata": {}}
@@ -259,13 +253,13 @@ class ShellHandlers:
         access = c.get("hist_access_type", "tail")
         if access == "tail":
             entries = history.get_tail(
-                int(c.get("n", 10)), raw=raw, output=output, include_latest=True
+                _history_int(c, "n", 10), raw=raw, output=output, include_latest=True
             )
         elif access == "range":
             entries = history.get_range(
-                int(c.get("session", 0)),
-                int(c.get("start", 1)),
-                c.get("stop"),
+                _history_int(c, "session", 0),
+                _history_int(c, "start", 1),
+                _history_int(c, "stop", None),
                 raw=raw,
                 output=output,
             )
@@ -274,7 +268,7 @@ class ShellHandlers:
                 str(c.get("pattern", "*")),
                 raw=raw,
                 output=output,
-                n=c.get("n"),
+                n=_history_int(c, "n", None),
                 unique=bool(c.get("unique", False)),
             )
         else:
@@ -317,3 +311,34 @@ class ShellHandlers:
 
     def comm_close(self, msg: Message) -> None:
         self.comm_manager.comm_close(None, None, as_comm_msg(msg))
+
+
+def _code_and_cursor(content: dict[str, Any]) -> tuple[str, int]:
+    """``code`` and ``cursor_pos`` of a complete or inspect request (the end
+    of the code when no position is given)."""
+    code = content.get("code", "")
+    if not isinstance(code, str):
+        code = str(code)
+    cursor_pos = content.get("cursor_pos")
+    if cursor_pos is None:
+        return code, len(code)
+    if not isinstance(cursor_pos, int) or isinstance(cursor_pos, bool):
+        raise TypeError(f"cursor_pos must be an integer, not {type(cursor_pos).__name__}")
+    if not 0 <= cursor_pos <= len(code):
+        raise ValueError(f"cursor_pos {cursor_pos} is outside the code (0 to {len(code)})")
+    return code, cursor_pos
+
+
+# History is in SQLite, whose integers are signed 64-bit.
+_SQLITE_INT = range(-(2**63), 2**63)
+
+
+def _history_int(content: dict[str, Any], name: str, default: int | None) -> int | None:
+    value = content.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"history_request: {name} must be an integer, not {value!r}")
+    if value not in _SQLITE_INT:
+        raise ValueError(f"history_request: {name} {value} is out of range")
+    return value

@@ -54,11 +54,19 @@ def _run_deferred() -> None:
         call()
 
 
-def send_frames(socket: zmq.Socket, frames: list[Any], copy: bool = True) -> None:
-    """Send ``frames`` as one multipart message (never blocks on ROUTER/PUB)."""
+def send_frames(
+    socket: zmq.Socket, frames: list[Any], flags: int = 0, *, copy: bool = True
+) -> None:
+    """Send ``frames`` as one multipart message (never blocks on ROUTER/PUB).
+
+    With ``NOBLOCK`` in ``flags``, ``zmq.Again`` on the first frame means
+    nothing was sent (a message's later frames never fail once its first is
+    taken, on the socket types used here).
+    """
     last = len(frames) - 1
+    more = flags | SNDMORE
     for i, frame in enumerate(frames):
-        _send(socket, frame, SNDMORE if i < last else 0, copy=copy)
+        _send(socket, frame, more if i < last else flags, copy=copy)
     if _deferred:
         _run_deferred()
 

@@ -9,11 +9,14 @@ to post to from signal handlers.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Callable
 
 import anyio
+
+log = logging.getLogger("akernel.mailbox")
 
 
 class Mailbox:
@@ -45,7 +48,12 @@ class Mailbox:
             except BlockingIOError:
                 pass
             while self._calls:
-                self._calls.popleft()()
+                call = self._calls.popleft()
+                try:
+                    call()
+                except Exception:
+                    # One failing call must not stop the loop that runs them all.
+                    log.exception("a call posted to the event loop failed")
 
     def close(self) -> None:
         if not self._closed:
