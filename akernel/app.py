@@ -16,7 +16,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-from traitlets import Enum, TraitError, Unicode
+from traitlets import Bool, Enum, TraitError, Unicode
 from traitlets.config import Application
 
 from ._version import __version__
@@ -56,6 +56,21 @@ class LaunchApp(Application):
     ip = Unicode("", help="Address (tcp) or path prefix (ipc) for a new connection file.").tag(
         config=True
     )
+    allow_unsigned = Bool(
+        False,
+        help="Serve a connection file whose key is empty: messages are then neither signed"
+        " nor checked, and anyone who can reach the ports can run code.",
+    ).tag(config=True)
+    # Off by default: jupyter console --existing (jupyter_client 8.10's
+    # JupyterConsoleApp) reads the curve keys but connects without them, so it
+    # would hang on the very command the kernel prints.
+    curve = Bool(
+        False,
+        help="Encrypt a kernel that writes its own connection file with CurveZMQ:"
+        " a fresh keypair goes into the file, and clients built from the file"
+        " (jupyter_client's KernelClient.load_connection_file) encrypt too. A file given"
+        " to the kernel is served as it says.",
+    ).tag(config=True)
 
     aliases = {
         "f": "LaunchApp.connection_file",
@@ -67,6 +82,14 @@ class LaunchApp(Application):
     }
     flags = {
         "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log at DEBUG level."),
+        "allow-unsigned": (
+            {"LaunchApp": {"allow_unsigned": True}},
+            "Accept a connection file with an empty key (unsigned messages).",
+        ),
+        "curve": (
+            {"LaunchApp": {"curve": True}},
+            "Encrypt with CurveZMQ when the kernel writes its own connection file.",
+        ),
     }
 
     def initialize(self, argv: list[str] | None = None) -> None:
@@ -91,31 +114,73 @@ class LaunchApp(Application):
         if self.backend == "trio" and find_spec("trio") is None:
             raise UsageError("--backend trio needs trio: pip install 'akernel[trio]'")
         info, path, created = self._connection_info()
+        made_key = False if created else self._settle_key(info, path)
+        # Clients only find what the kernel chose if the file says it.
+        rewrite = created or made_key or info.chooses_ports()
         try:
             sockets = bind_kernel_sockets(info)
         except ConnectionError_ as e:
             raise UsageError(str(e)) from None
         try:
-            if created or _had_zero_ports(path):
-                info.write(path)
-            if created:
-                print(f"akernel: connect with: jupyter console --existing {path}", file=sys.stderr)
             try:
+                if rewrite:
+                    info.write(path)
                 kernel = Kernel(
                     info,
                     sockets,
                     backend=self.backend,
                     config=self.config,
                     startup=StartupCode(config=self.config),
+                    # A file of its own has a new key: no earlier kernel used it.
+                    replay_guard_file=None if created else _replay_guard_file(info.key),
                 )
+            except ConnectionError_ as e:
+                raise UsageError(str(e)) from None
             except TraitError as e:
                 raise UsageError(f"bad configuration value: {e}") from None
+            except BaseException:
+                sockets.close()
+                raise
+            if created:
+                from .embed import connect_hint
+
+                print(
+                    f"akernel: connect with: {connect_hint(path, info.uses_curve)}", file=sys.stderr
+                )
+            if info.uses_curve:
+                log.info("CurveZMQ: every socket is encrypted")
+            elif warning := info.unencrypted_warning():
+                log.warning(warning)
             anyio.run(kernel.serve, backend=self.backend)
         finally:
             if created:
                 Path(path).unlink(missing_ok=True)
 
+    def _settle_key(self, info, path: str) -> bool:
+        """Refuse an empty key unless allowed; make one if there is none.
+        Whether a key was made (the file must then say so)."""
+        from .wire import new_id
+
+        if "key" in info.absent:
+            info.key = new_id()
+            log.info("connection file %s has no key: signing with a new one, written to it", path)
+            return True
+        if not info.key:
+            if not self.allow_unsigned:
+                raise UsageError(
+                    f"connection file {path} has an empty key, so anyone who can reach its"
+                    " ports could run code; give it a key, or accept this with --allow-unsigned"
+                    " (LaunchApp.allow_unsigned)"
+                )
+            log.warning(
+                "connection file %s has an empty key: messages are not signed, and anyone"
+                " who can reach the ports can run code (LaunchApp.allow_unsigned)",
+                path,
+            )
+        return False
+
     def _connection_info(self):
+        import zmq
         from jupyter_core.paths import jupyter_runtime_dir
 
         from .transport import ConnectionError_, ConnectionInfo
@@ -137,17 +202,24 @@ class LaunchApp(Application):
         info.ip = self.ip or (
             "127.0.0.1" if self.transport == "tcp" else str(Path(path).with_suffix("")) + "-ipc"
         )
+        if self.curve:
+            if not zmq.has("curve"):
+                raise UsageError("--curve needs a libzmq built with CurveZMQ support")
+            info.make_curve_keys()
         return info, path, True
 
 
-def _had_zero_ports(path: str) -> bool:
-    import json
+def _replay_guard_file(key: str) -> Path | None:
+    """Where kernels started with this key remember the messages they ran."""
+    if not key:
+        return None
+    from jupyter_core.paths import jupyter_runtime_dir
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return False
-    return any(data.get(f"{c}_port") == 0 for c in ("shell", "iopub", "stdin", "control", "hb"))
+    from .transport.replay import guard_file
+
+    runtime = Path(jupyter_runtime_dir())
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return guard_file(runtime, key.encode())
 
 
 def _check_launch_args(argv: list[str], aliases: dict, flags: dict) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import zmq
 from traitlets.config import Config
 
 from .execution import running_task_group_or_none
@@ -84,6 +85,7 @@ async def serve_kernel(
     user_module: ModuleType | None = None,
     transport: str = "tcp",
     ip: str = "",
+    curve: bool = False,
     config: Config | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
     **traits: Any,
@@ -94,6 +96,10 @@ async def serve_kernel(
     ``connection_file`` is where to write the connection file (default: a new
     file in Jupyter's runtime directory); it is removed when the kernel stops.
     ``user_ns`` (and ``user_module``) are the namespace cells run in.
+    ``curve`` encrypts every socket with CurveZMQ (a fresh keypair, written to
+    the connection file for clients; jupyter_client's
+    ``KernelClient.load_connection_file`` uses it, ``jupyter console
+    --existing`` does not yet).
     ``traits`` set :class:`akernel.kernel.Kernel` options, over the embedded
     defaults (e.g. ``capture_sigint=True``). With ``await tg.start(...)``,
     the connection file's path is returned once clients can connect.
@@ -103,6 +109,10 @@ async def serve_kernel(
     path = Path(connection_file) if connection_file else _new_connection_file()
     info = ConnectionInfo(transport=transport, key=new_id())
     info.ip = ip or ("127.0.0.1" if transport == "tcp" else str(path.with_suffix("")) + "-ipc")
+    if curve:
+        if not zmq.has("curve"):
+            raise RuntimeError("curve=True needs a libzmq built with CurveZMQ support")
+        info.make_curve_keys()
     sockets = bind_kernel_sockets(info)
     try:
         info.write(path)
@@ -115,7 +125,9 @@ async def serve_kernel(
             user_module=user_module,
             **{**EMBEDDED_DEFAULTS, **traits},
         )
-        log.info("embedded kernel: jupyter console --existing %s", path)
+        log.info("embedded kernel: connect with: %s", connect_hint(path, info.uses_curve))
+        if warning := info.unencrypted_warning():
+            log.warning(warning)
         task_status.started(str(path))
         await kernel.serve()
     finally:
@@ -209,10 +221,8 @@ def embed_kernel(
         ):
             if stop_on_ctrl_c:
                 tg.start_soon(_stop_on_signal, kernel, signal.SIGINT)
-            print(
-                f"akernel: connect with: jupyter console --existing {kernel.connection_file}",
-                file=sys.stderr,
-            )
+            hint = connect_hint(kernel.connection_file, kwargs.get("curve"))
+            print(f"akernel: connect with: {hint}", file=sys.stderr)
             await kernel.wait_stopped()
             tg.cancel_scope.cancel()
 
@@ -227,6 +237,17 @@ async def _stop_on_signal(kernel: EmbeddedKernel, signum: int) -> None:
         async for _ in received:
             kernel.stop()
             return
+
+
+def connect_hint(connection_file: str | os.PathLike[str], curve: bool | None) -> str:
+    """How a user connects to a kernel serving ``connection_file``."""
+    if curve:
+        # jupyter_client 8.10's console app reads the keys but connects without them.
+        return (
+            f"a jupyter_client KernelClient that loads {connection_file}"
+            " (CurveZMQ: jupyter console cannot encrypt yet)"
+        )
+    return f"jupyter console --existing {connection_file}"
 
 
 def _check_none_running() -> None:

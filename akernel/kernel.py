@@ -45,7 +45,8 @@ from .execution import (
     uninstall_comms,
 )
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
-from .wire import Session
+from .transport.replay import PersistentSignatureHistory
+from .wire import Session, digest_for
 
 log = logging.getLogger("akernel")
 
@@ -122,12 +123,15 @@ class Kernel(LoggingConfigurable):
         heartbeat_capture: Any = None,
         control_duties: tuple[Callable[[], Awaitable[None]], ...] = (),
         startup: StartupCode | None = None,
+        replay_guard_file: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """``engine``: serve as this ipyparallel engine. ``heartbeat_capture``
         gets a copy of every heartbeat; ``control_duties`` run on the control
         thread's loop (an engine watches the controller's heartbeat there).
-        ``startup`` runs in the shell before the first request is served."""
+        ``startup`` runs in the shell before the first request is served.
+        ``replay_guard_file`` keeps the signatures of accepted messages, so
+        that a kernel restarted with the same key refuses them too."""
         super().__init__(config=config, **kwargs)
         self.info = info
         self.sockets = sockets
@@ -138,14 +142,27 @@ class Kernel(LoggingConfigurable):
         self.heartbeat_capture = heartbeat_capture
         self.control_duties = control_duties
         self.startup = startup
+        self._replay_guard = (
+            PersistentSignatureHistory(
+                replay_guard_file,
+                digest_for(info.signature_scheme or "hmac-sha256")().digest_size,
+            )
+            if replay_guard_file and info.key
+            else None
+        )
         self.session = Session(
             info.key.encode(),
             info.signature_scheme or "hmac-sha256",
+            replay_history=self._replay_guard or 2**16,
             # ipyparallel's controller tells engines apart by this, on every message.
             default_metadata={"engine": engine.uuid} if engine is not None else None,
         )
         self._cancel_scope: anyio.CancelScope | None = None
         self._stopping = False
+        # Only a client's shutdown request without restart ends the session
+        # for good: anything else (SIGTERM, a lost parent) may be followed by
+        # a restart with the same connection file.
+        self._final_shutdown = False
 
     # -- life cycle -----------------------------------------------------------
 
@@ -159,6 +176,9 @@ class Kernel(LoggingConfigurable):
         with ExitStack() as undo:
             self._undo = undo
             undo.callback(self.sockets.close)
+            if self._replay_guard is not None:
+                guard = self._replay_guard
+                undo.callback(lambda: guard.close(forget=self._final_shutdown))
             shell, shell_dispatcher, background = self._start(undo)
             try:
                 async with anyio.create_task_group() as tg:
@@ -285,7 +305,7 @@ class Kernel(LoggingConfigurable):
                 for name in ("shell", "iopub", "stdin", "hb", "control")
             },
             backend=self.backend,
-            on_shutdown=lambda msg: self.request_stop(),
+            on_shutdown=lambda msg: self.request_stop(restart=bool(msg.content.get("restart"))),
         )
         dispatcher.handlers.update(handlers.handlers())
         apply = self._apply = ApplyHandlers(shell, dispatcher, self.engine)
@@ -368,9 +388,13 @@ class Kernel(LoggingConfigurable):
         """Run ``callback`` when the kernel stops (call while it serves)."""
         self._undo.callback(callback)
 
-    def request_stop(self, *, interrupt: bool = False) -> None:
+    def request_stop(self, *, interrupt: bool = False, restart: bool | None = None) -> None:
         """Stop serving (from any thread, or a signal handler); with
-        ``interrupt``, interrupt the running code too instead of letting it end."""
+        ``interrupt``, interrupt the running code too instead of letting it end.
+        ``restart`` says whether a client asked for a stop before a restart
+        (``True``) or for good (``False``)."""
+        if restart is not None:
+            self._final_shutdown = not restart
         self._stopping = True
         scope = self._cancel_scope
         if scope is not None:

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from .app import UsageError
 
 DEFAULT_NAME = "akernel"
@@ -37,6 +39,10 @@ def kernel_json(
         "interrupt_mode": interrupt_mode,
         "metadata": {"debugger": False, "akernel": {"backend": backend}},
     }
+    if zmq.has("curve"):
+        # jupyter_client >= 8.9 then provisions CurveZMQ keys when its
+        # KernelManager.transport_encryption is "auto" or "required".
+        spec["metadata"]["supported_encryption"] = ["curve"]
     if env:
         spec["env"] = dict(env)
     return spec

@@ -43,6 +43,9 @@ for _backend in BACKENDS:
                     "display_name": f"akernel test ({_backend}, {_mode})",
                     "language": "python",
                     "interrupt_mode": _mode,
+                    # Used only by managers asking for transport encryption
+                    # (tests/test_curve.py): the default manager ignores it.
+                    "metadata": {"supported_encryption": ["curve"]},
                 }
             )
         )
@@ -111,3 +114,20 @@ def fresh_kernel(backend: str) -> Iterator[tuple[KernelManager, BlockingKernelCl
         yield km, kc
     finally:
         stop_kernel(km, kc)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of tests/test_fuzz.py: how many cases, from which seed."""
+    group = parser.getgroup("akernel fuzz")
+    group.addoption(
+        "--fuzz-cases",
+        type=int,
+        default=None,
+        help="cases per fuzz test (default: each test's own, sized for CI)",
+    )
+    group.addoption(
+        "--fuzz-seed",
+        type=int,
+        default=None,
+        help="seed of the fuzz tests (default: a fixed one; failures print theirs)",
+    )

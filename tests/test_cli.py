@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 
@@ -320,6 +321,9 @@ def test_install_defaults(tmp_path):
     assert "--backend" not in spec["argv"]
     assert spec["interrupt_mode"] == "signal"
     assert spec["language"] == "python"
+    # jupyter_client provisions CurveZMQ keys only for kernels that say they use them.
+    expected = ["curve"] if zmq.has("curve") else None
+    assert spec["metadata"].get("supported_encryption") == expected
 
 
 def test_install_bad_argument(tmp_path):

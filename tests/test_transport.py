@@ -521,6 +521,157 @@ def test_write_into_missing_directory(tmp_path):
         _info().write(tmp_path / "does-not-exist" / "k.json")
 
 
+def test_write_failure_is_a_connection_error(tmp_path):
+    """A failed write (here: the target is a directory) names the file and
+    leaves no temporary file behind."""
+    target = tmp_path / "k.json"
+    target.mkdir()
+    with pytest.raises(ConnectionError_, match=r"cannot write connection file .*k\.json"):
+        _info().write(target)
+    assert os.listdir(tmp_path) == ["k.json"]
+
+
+def test_absent_fields_are_named(tmp_path):
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({"key": "", "shell_port": 0, "ip": "127.0.0.1"}))
+    info = ConnectionInfo.load(path)
+    assert "key" not in info.absent and "shell_port" not in info.absent
+    assert {"iopub_port", "hb_port", "transport", "signature_scheme"} <= info.absent
+    assert info.chooses_ports()
+    assert not _info().chooses_ports()
+    assert "absent" not in info.to_dict()
+
+
+# -- CurveZMQ keys ------------------------------------------------------------------------
+
+needs_curve = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CurveZMQ")
+
+
+def _curve_keys() -> dict[str, str]:
+    public, secret = zmq.curve_keypair()
+    return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
+
+
+@needs_curve
+def test_curve_keys_round_trip_with_jupyter_client(tmp_path):
+    from jupyter_client.blocking import BlockingKernelClient
+
+    keys = _curve_keys()
+    info = _info(**keys)
+    assert info.uses_curve
+    path = tmp_path / "k.json"
+    info.write(path)
+    assert ConnectionInfo.load(path) == info
+    client = BlockingKernelClient()
+    client.load_connection_file(str(path))
+    assert client.curve_publickey == keys["curve_publickey"].encode()
+    assert client.curve_secretkey == keys["curve_secretkey"].encode()
+
+
+def test_no_curve_fields_without_keys(tmp_path):
+    """jupyter_client takes even empty curve fields for keys: none are written."""
+    from jupyter_client.blocking import BlockingKernelClient
+
+    path = tmp_path / "k.json"
+    _info().write(path)
+    assert not [name for name in json.loads(path.read_text()) if name.startswith("curve")]
+    client = BlockingKernelClient()
+    client.load_connection_file(str(path))
+    assert client.curve_publickey is None
+
+
+@needs_curve
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("public_only", "curve_publickey without curve_secretkey"),
+        ("secret_only", "curve_secretkey without curve_publickey"),
+        ("short", "curve_publickey is not a CurveZMQ key"),
+        ("not_z85", "curve_secretkey is not a CurveZMQ key"),
+        ("mismatched", "does not belong"),
+        ("not_a_string", "curve_publickey must be a string"),
+    ],
+)
+def test_bad_curve_keys(tmp_path, case, needle):
+    keys = _curve_keys()
+    if case == "public_only":
+        del keys["curve_secretkey"]
+    elif case == "secret_only":
+        del keys["curve_publickey"]
+    elif case == "short":
+        keys["curve_publickey"] = keys["curve_publickey"][:-1]
+    elif case == "not_z85":
+        keys["curve_secretkey"] = '"' + keys["curve_secretkey"][1:]
+    elif case == "mismatched":
+        keys["curve_publickey"] = _curve_keys()["curve_publickey"]
+    elif case == "not_a_string":
+        keys["curve_publickey"] = 5
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({**_info().to_dict(), **keys}))
+    with pytest.raises(ConnectionError_, match=needle) as excinfo:
+        ConnectionInfo.load(path)
+    assert "\n" not in str(excinfo.value)
+
+
+def _handshake_succeeds(
+    context: zmq.Context, address: str, kind: int, serverkey: bytes | None
+) -> bool:
+    from zmq.utils.monitor import recv_monitor_message
+
+    sock = context.socket(kind)
+    sock.linger = 0
+    if serverkey:
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+        sock.curve_serverkey = serverkey
+    monitor = sock.get_monitor_socket()
+    try:
+        sock.connect(address)
+        deadline = time.monotonic() + RECV_TIMEOUT
+        while time.monotonic() < deadline:
+            if monitor.poll(500):
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    return True
+                if event in (
+                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                ):
+                    return False
+        pytest.fail(f"no handshake with {address}")
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+
+
+@needs_curve
+def test_bind_with_curve_keys_encrypts_every_socket():
+    info = ConnectionInfo(key="k")
+    info.make_curve_keys()
+    sockets = bind_kernel_sockets(info)
+    try:
+        for channel in CHANNELS:
+            assert getattr(sockets, channel).curve_server, channel
+            address = info.address(channel)
+            kind = zmq.SUB if channel == "iopub" else zmq.DEALER
+            assert not _handshake_succeeds(sockets.context, address, kind, None), channel
+            serverkey = info.curve_publickey.encode()
+            assert _handshake_succeeds(sockets.context, address, kind, serverkey), channel
+    finally:
+        sockets.close()
+        sockets.context.term()
+
+
+def test_unencrypted_warning_only_for_plain_tcp():
+    assert "without encryption" in ConnectionInfo(ip="127.0.0.1").unencrypted_warning()
+    assert ConnectionInfo(transport="ipc", ip="/tmp/x").unencrypted_warning() is None
+    if zmq.has("curve"):
+        info = ConnectionInfo()
+        info.make_curve_keys()
+        assert info.unencrypted_warning() is None
+
+
 # -- binding ----------------------------------------------------------------------------
 
 

@@ -158,6 +158,9 @@ class EngineApp(Application):
         connector = Connector(
             info, location=self.location, sshserver=self.sshserver or info.ssh, sshkey=self.sshkey
         )
+        if info.curve_serverkey:
+            # ipyparallel's controller then turns HMAC signing off (an empty key).
+            log.info("Using CurveZMQ with the controller")
         session = Session(info.key.encode(), info.signature_scheme)
         context = zmq.Context()
         uuid = str(uuid4())

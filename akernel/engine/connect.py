@@ -65,7 +65,7 @@ class ControllerInfo:
             signature_scheme=data["signature_scheme"],
             location=data.get("location", "") or "",
             ssh=data.get("ssh", "") or "",
-            curve_serverkey=(data.get("curve_serverkey") or "").encode("ascii"),
+            curve_serverkey=_curve_serverkey(data.get("curve_serverkey"), source),
         )
 
     def url(self, name: str) -> str:
@@ -73,6 +73,19 @@ class ControllerInfo:
 
     def urls(self, name: str) -> list[str]:
         return [f"{self.interface}:{port}" for port in self.data[name]]
+
+
+def _curve_serverkey(value: Any, source: str) -> bytes:
+    """The controller's CurveZMQ public key (null or absent: no encryption)."""
+    if not value:
+        return b""
+    if not isinstance(value, str) or len(value) != 40 or not value.isascii():
+        raise EngineError(f"{source}: curve_serverkey is not a CurveZMQ key (40 characters)")
+    if not zmq.has("curve"):
+        raise EngineError(
+            f"{source}: the controller uses CurveZMQ, which this libzmq was built without"
+        )
+    return value.encode("ascii")
 
 
 def load_controller_info(env_value: str, url_file: str, wait: float) -> ControllerInfo:

@@ -40,7 +40,7 @@ class ControlHandlers:
         apply: ApplyHandlers,
         *,
         backend: str,
-        request_stop: Callable[[], None],
+        request_stop: Callable[..., None],
     ) -> None:
         self.dispatcher = dispatcher
         self.interrupts = interrupts
@@ -70,7 +70,7 @@ class ControlHandlers:
     def shutdown_request(self, msg: Message) -> None:
         restart = bool(msg.content.get("restart", False))
         self.dispatcher.reply(msg, "shutdown_reply", {"status": "ok", "restart": restart})
-        self.request_stop()
+        self.request_stop(restart=restart)
         if self.interrupts.executing:
             # Get user code out of the way so the main loop can stop.
             self.interrupts.interrupt()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,11 @@ import zmq
 from ..wire import digest_for
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+CURVE_FIELDS = ("curve_publickey", "curve_secretkey")
+# ZeroMQ's Z85 alphabet (RFC 32); a CurveZMQ key is 32 bytes, 40 characters of it.
+_Z85 = frozenset(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+)
 
 
 class ConnectionError_(Exception):
@@ -33,7 +39,13 @@ class ConnectionInfo:
     key: str = ""
     signature_scheme: str = "hmac-sha256"
     kernel_name: str = ""
+    # CurveZMQ: the kernel's own keypair (Z85), as jupyter_client provisions it.
+    # Clients use the public key as their server key.
+    curve_publickey: str = ""
+    curve_secretkey: str = ""
     extra: dict = field(default_factory=dict)
+    # Fields the file did not have: the kernel chooses them (a key, ports).
+    absent: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ConnectionInfo:
@@ -54,8 +66,10 @@ class ConnectionInfo:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "connection info") -> ConnectionInfo:
+        """Validate ``data``; what it lacks takes the defaults and is named in ``absent``."""
         info = cls()
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        known = {f for f in cls.__dataclass_fields__ if f not in ("extra", "absent")}
+        info.absent = frozenset(known - data.keys())
         for name, value in data.items():
             if name not in known:
                 info.extra[name] = value
@@ -77,30 +91,96 @@ class ConnectionInfo:
                 digest_for(info.signature_scheme)
             except ValueError as e:
                 raise ConnectionError_(f"{source}: signature_scheme: {e}") from None
+        _check_curve_keys(info, source)
         return info
+
+    @property
+    def uses_curve(self) -> bool:
+        """Whether the sockets are served with CurveZMQ encryption."""
+        return bool(self.curve_secretkey)
+
+    def chooses_ports(self) -> bool:
+        """Whether binding picks any port (0 or absent), which clients must be told."""
+        return any(getattr(self, f"{channel}_port") == 0 for channel in CHANNELS)
+
+    def make_curve_keys(self) -> None:
+        """Give the kernel a fresh CurveZMQ keypair."""
+        public, secret = zmq.curve_keypair()
+        self.curve_publickey, self.curve_secretkey = public.decode(), secret.decode()
+
+    def unencrypted_warning(self) -> str | None:
+        """The warning to log at start when traffic goes over TCP in plain text."""
+        # As ipykernel 7.4 does, loopback addresses are not exempt: whoever shares
+        # the host's (or the container's) network namespace with enough privilege
+        # can read loopback traffic, and users comparing kernels expect one notice.
+        # ipc is not reachable from the network, and its files are the user's own.
+        if self.transport != "tcp" or self.uses_curve:
+            return None
+        return (
+            f"serving on tcp://{self.ip} without encryption: code and outputs travel in plain"
+            " text, readable by anyone who can watch the traffic (signatures only stop forged"
+            " messages); start the kernel with CurveZMQ keys (jupyter_client's"
+            " KernelManager.transport_encryption) or over ipc"
+        )
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        del data["absent"]
         data.update(data.pop("extra"))
+        # A file without encryption holds no curve fields at all: jupyter_client
+        # takes even empty ones for keys.
+        for name in CURVE_FIELDS:
+            if not data[name]:
+                del data[name]
         return data
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        """Write the file readable by its owner only (mode 0600)."""
+        """Replace the file atomically with one readable by its owner only (0600)."""
         path = Path(path)
         if not path.parent.is_dir():
             raise ConnectionError_(f"directory for connection file does not exist: {path.parent}")
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        try:
+            # mkstemp makes the file 0600 whatever the umask; readers see the old
+            # file or the whole new one, never a half-written one.
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as e:
+            raise ConnectionError_(f"cannot write connection file {path}: {e.strerror}") from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_dict(), f, indent=1)
+            os.replace(tmp, path)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise ConnectionError_(f"cannot write connection file {path}: {e.strerror}") from None
 
     def address(self, channel: str) -> str:
         port = getattr(self, f"{channel}_port")
         if self.transport == "tcp":
             return f"tcp://{self.ip}:{port}"
         return f"ipc://{self.ip}-{port}"
+
+
+def _check_curve_keys(info: ConnectionInfo, source: str) -> None:
+    given = [name for name in CURVE_FIELDS if getattr(info, name)]
+    if not given:
+        return
+    if len(given) == 1:
+        missing = next(name for name in CURVE_FIELDS if name not in given)
+        raise ConnectionError_(f"{source}: {given[0]} without {missing} (both or neither)")
+    for name in CURVE_FIELDS:
+        value = getattr(info, name)
+        if len(value) != 40 or not _Z85.issuperset(value):
+            raise ConnectionError_(f"{source}: {name} is not a CurveZMQ key (40 characters of Z85)")
+    if not zmq.has("curve"):
+        raise ConnectionError_(
+            f"{source} asks for CurveZMQ encryption, which this libzmq was built without"
+        )
+    try:
+        matches = zmq.curve_public(info.curve_secretkey.encode()) == info.curve_publickey.encode()
+    except zmq.ZMQError:
+        matches = False
+    if not matches:
+        raise ConnectionError_(f"{source}: curve_publickey does not belong to curve_secretkey")
 
 
 @dataclass
@@ -130,7 +210,6 @@ class KernelSockets:
 
 
 IOPUB_HWM = 1000
-IOPUB_SEND_TIMEOUT_MS = 10_000
 
 _SOCKET_TYPES = {
     "shell": zmq.ROUTER,
@@ -139,6 +218,14 @@ _SOCKET_TYPES = {
     "control": zmq.ROUTER,
     "hb": zmq.ROUTER,
 }
+
+
+def _serve_curve(sock: zmq.Socket, info: ConnectionInfo) -> None:
+    """Make ``sock`` a CurveZMQ server (before it binds): clients that do not
+    know the kernel's public key, or speak plain text, are refused by ZeroMQ."""
+    sock.curve_secretkey = info.curve_secretkey.encode("ascii")
+    sock.curve_publickey = info.curve_publickey.encode("ascii")
+    sock.curve_server = True
 
 
 def _bind(sock: zmq.Socket, info: ConnectionInfo, channel: str) -> None:
@@ -164,7 +251,8 @@ def _bind(sock: zmq.Socket, info: ConnectionInfo, channel: str) -> None:
 
 
 def bind_kernel_sockets(info: ConnectionInfo, context: zmq.Context | None = None) -> KernelSockets:
-    """Create and bind the kernel's sockets; ports 0 in ``info`` are filled in."""
+    """Create and bind the kernel's sockets; ports 0 in ``info`` are filled in.
+    With curve keys in ``info``, every socket (the heartbeat's too) is encrypted."""
     context = context or zmq.Context()
     created: dict[str, zmq.Socket] = {}
     try:
@@ -177,14 +265,15 @@ def bind_kernel_sockets(info: ConnectionInfo, context: zmq.Context | None = None
                 # its own iopub_welcome.
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)
                 # Back-pressure instead of loss or unbounded memory: when a
-                # subscriber is IOPUB_HWM messages behind, senders wait (output
-                # batches are at most 64 KiB). A subscriber that stays stuck
-                # for IOPUB_SEND_TIMEOUT_MS costs that message, not a hang.
+                # subscriber is IOPUB_HWM messages behind, senders wait. How
+                # long, before one that has stopped reading is left behind, is
+                # the publisher's to say (akernel.channels.iopub_flow).
                 sock.setsockopt(zmq.XPUB_NODROP, 1)
                 sock.sndhwm = IOPUB_HWM
-                sock.sndtimeo = IOPUB_SEND_TIMEOUT_MS
             if channel in ("shell", "control", "stdin"):
                 sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            if info.uses_curve:
+                _serve_curve(sock, info)
             _bind(sock, info, channel)
     except BaseException:
         for sock in created.values():

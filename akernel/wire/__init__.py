@@ -6,7 +6,7 @@ and verify them. The transport layer moves the frames this layer produces.
 
 from .errors import InvalidSignature, MalformedMessage, ReplayedMessage, WireError
 from .message import DELIMITER, PROTOCOL_VERSION, Message, new_id, utcnow_iso
-from .session import Session, digest_for
+from .session import Session, SignatureHistory, digest_for
 
 __all__ = [
     "DELIMITER",
@@ -16,6 +16,7 @@ __all__ = [
     "Message",
     "ReplayedMessage",
     "Session",
+    "SignatureHistory",
     "WireError",
     "digest_for",
     "new_id",

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import jsonutil
@@ -50,21 +51,45 @@ def _as_bytes(frame: Any) -> bytes:
     return frame if isinstance(frame, bytes) else bytes(frame)
 
 
-class _SignatureHistory:
-    """A bounded memory of accepted signatures, to reject replays."""
+class SignatureHistory:
+    """A bounded memory of accepted signatures, to reject replays.
 
-    def __init__(self, size: int) -> None:
-        self._order: deque[bytes] = deque()
+    The shell and control threads verify messages concurrently: the check
+    and the insertion are one step under a lock, so a message replayed on
+    both channels at once is still accepted only once.
+    """
+
+    def __init__(self, size: int = 2**16, seen: Iterable[bytes] = ()) -> None:
+        self.size = size
+        self._order: deque[bytes] = deque(maxlen=size)
         self._seen: set[bytes] = set()
-        self._size = size
+        self._lock = threading.Lock()
+        for signature in seen:
+            self._remember(signature)
 
     def check_and_add(self, signature: bytes) -> None:
-        if signature in self._seen:
-            raise ReplayedMessage("signature already seen: message replayed")
-        self._seen.add(signature)
+        """Remember ``signature``; ``ReplayedMessage`` if it was seen before."""
+        with self._lock:
+            if signature in self._seen:
+                raise ReplayedMessage("signature already seen: message replayed")
+            self._remember(signature)
+            self.accepted(signature)
+
+    def _remember(self, signature: bytes) -> None:
+        if self.size <= 0:
+            return
+        if len(self._order) == self.size:
+            self._seen.discard(self._order[0])
         self._order.append(signature)
-        if len(self._order) > self._size:
-            self._seen.discard(self._order.popleft())
+        self._seen.add(signature)
+
+    def accepted(self, signature: bytes) -> None:
+        """Called with each newly accepted signature, under the lock (for
+        subclasses)."""
+
+    def recent(self) -> list[bytes]:
+        """The remembered signatures, oldest first."""
+        return list(self._order)
 
 
 class Session:
@@ -72,7 +97,9 @@ class Session:
 
     ``key`` empty means messages are neither signed nor verified, as the
     protocol specifies. ``signature_scheme`` is ``"hmac-<digest>"`` with any
-    digest name :mod:`hashlib` knows.
+    digest name :mod:`hashlib` knows. ``replay_history`` is how many accepted
+    signatures to remember (a replayed message is rejected), or the
+    :class:`SignatureHistory` to remember them in.
     """
 
     def __init__(
@@ -82,7 +109,7 @@ class Session:
         *,
         session_id: str | None = None,
         username: str = "akernel",
-        replay_history: int = 2**16,
+        replay_history: int | SignatureHistory = 2**16,
         default_metadata: dict[str, Any] | None = None,
     ) -> None:
         digestmod = digest_for(signature_scheme)
@@ -91,7 +118,11 @@ class Session:
         self.session_id = session_id or new_id()
         self.username = username
         self._hmac = hmac.new(key, digestmod=digestmod) if key else None
-        self._history = _SignatureHistory(replay_history)
+        self._history = (
+            replay_history
+            if isinstance(replay_history, SignatureHistory)
+            else SignatureHistory(replay_history)
+        )
         self._counter = 0
         # Merged into every message's metadata (an engine's uuid, for one);
         # messages without metadata of their own reuse its encoding.
