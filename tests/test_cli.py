@@ -16,16 +16,14 @@ from pathlib import Path
 
 import pytest
 import zmq
-from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 
 import akernel
 
 from .conftest import stop_kernel
-from .rawclient import replies_until, request
+from .launched import RUN_TIMEOUT, LaunchedKernel
 from .utils import TIMEOUT, execute, stream_text
 
-RUN_TIMEOUT = 60
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
 
@@ -66,43 +64,6 @@ def connection_data(**overrides) -> dict:
     }
     data.update(overrides)
     return data
-
-
-class Launched:
-    """An ``akernel launch`` subprocess, always ended by :meth:`close`."""
-
-    def __init__(self, *args: str, env: dict | None = None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "akernel", "launch", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        self.client: BlockingKernelClient | None = None
-
-    def connect(self, path: Path) -> BlockingKernelClient:
-        client = BlockingKernelClient()
-        client.load_connection_file(str(path))
-        client.start_channels()
-        self.client = client
-        client.wait_for_ready(timeout=TIMEOUT)
-        return client
-
-    def shutdown(self) -> int | None:
-        """Ask for shutdown on control; the exit code, or None if it did not exit."""
-        assert self.client is not None
-        msg_id = request(self.client, "control", "shutdown_request", {"restart": False})
-        assert replies_until(self.client, "control", msg_id)[-1]["content"]["status"] == "ok"
-        try:
-            return self.process.wait(timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.stop_channels()
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=RUN_TIMEOUT)
 
 
 def wait_for(predicate, what: str, timeout: float = TIMEOUT, process=None):
@@ -199,7 +160,7 @@ def test_port_in_use(tmp_path):
 def test_launch_without_connection_file(tmp_path):
     runtime = tmp_path / "runtime" / "nested"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
-    kernel = Launched(env=env)
+    kernel = LaunchedKernel(env=env)
     try:
         path = runtime / f"kernel-{kernel.process.pid}.json"
         data = wait_for(lambda: ports_filled(path), "the connection file", process=kernel.process)
@@ -219,7 +180,7 @@ def test_launch_without_connection_file(tmp_path):
 
 def test_launch_fills_zero_ports_and_keeps_file(tmp_path):
     path = write_json(tmp_path / "conn.json", connection_data())
-    kernel = Launched("-f", str(path))
+    kernel = LaunchedKernel("-f", str(path))
     try:
         wait_for(lambda: ports_filled(path), "ports in the connection file", process=kernel.process)
         client = kernel.connect(path)
@@ -246,7 +207,7 @@ def test_launch_ipc_connection_file(short_tmp, backend):
     path = write_json(
         short_tmp / "conn.json", connection_data(transport="ipc", ip=str(short_tmp / "k"))
     )
-    kernel = Launched("-f", str(path), "--backend", backend)
+    kernel = LaunchedKernel("-f", str(path), "--backend", backend)
     try:
         data = wait_for(lambda: ports_filled(path), "ipc ports", process=kernel.process)
         for channel in CHANNELS:

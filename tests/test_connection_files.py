@@ -17,80 +17,20 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_client.blocking import BlockingKernelClient
 
-from .rawclient import build_frames, replies_until, request, send_raw
-from .utils import TIMEOUT, execute, iopub_until_idle, stream_text
+from .launched import RUN_TIMEOUT, LaunchedKernel
+from .rawclient import build_frames, replies_until, send_raw
+from .test_security import execute_content
+from .utils import execute, iopub_until_idle, stream_text
 
 pytestmark = pytest.mark.timeout(180)
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
-RUN_TIMEOUT = 60
 UNENCRYPTED = "without encryption"
-
-
-class LaunchedKernel:
-    """``akernel launch ARGS`` with its stderr kept; always ended by :meth:`close`."""
-
-    def __init__(self, *args: str, log_dir: Path) -> None:
-        self.stderr_path = log_dir / "kernel-stderr.txt"
-        with open(self.stderr_path, "w") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "akernel", "launch", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        self.client: BlockingKernelClient | None = None
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def wait_for_file(self, path: Path, ready) -> dict:
-        """The file's contents once ``ready(contents)`` holds."""
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                data = None
-            if data is not None and ready(data):
-                return data
-            if self.process.poll() is not None:
-                pytest.fail(f"kernel exited with {self.process.returncode}: {self.stderr}")
-            time.sleep(0.05)
-        pytest.fail(f"timed out waiting for {path}: {self.stderr}")
-
-    def connect(self, path: Path) -> BlockingKernelClient:
-        client = BlockingKernelClient()
-        client.load_connection_file(str(path))
-        client.start_channels()
-        self.client = client
-        client.wait_for_ready(timeout=TIMEOUT)
-        return client
-
-    def shutdown(self) -> int | None:
-        """Shut down over control; the exit code, or None if it did not exit."""
-        assert self.client is not None
-        msg_id = request(self.client, "control", "shutdown_request", {"restart": False})
-        assert replies_until(self.client, "control", msg_id)[-1]["content"]["status"] == "ok"
-        try:
-            return self.process.wait(timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.stop_channels()
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=RUN_TIMEOUT)
 
 
 @pytest.fixture
@@ -140,17 +80,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def execute_content(code: str) -> dict:
-    return {
-        "code": code,
-        "silent": False,
-        "store_history": False,
-        "user_expressions": {},
-        "allow_stdin": False,
-        "stop_on_error": True,
-    }
 
 
 # -- a missing key ------------------------------------------------------------------------

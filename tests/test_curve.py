@@ -287,7 +287,7 @@ async def test_embedded_kernel_without_curve_by_default(anyio_backend):
 
 
 def test_launch_with_curve_writes_keys(backend, tmp_path):
-    from .test_connection_files import LaunchedKernel
+    from .launched import LaunchedKernel
 
     path = tmp_path / "new-kernel.json"
     kernel = LaunchedKernel("-f", str(path), "--curve", "--backend", backend, log_dir=tmp_path)
