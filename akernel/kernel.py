@@ -425,7 +425,12 @@ class Kernel(LoggingConfigurable):
         self, iopub: IOPubPublisher, interrupts: InterruptController
     ) -> RequestDispatcher:
         dispatcher = RequestDispatcher(
-            "control", AsyncSocket(self.sockets.control), self.session, iopub, abortable=()
+            "control",
+            AsyncSocket(self.sockets.control),
+            self.session,
+            iopub,
+            abortable=(),
+            status_waits=False,
         )
         handlers = ControlHandlers(
             dispatcher,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 
@@ -9,6 +10,7 @@ import psutil
 import pytest
 import zmq
 
+from .conftest import start_kernel, stop_kernel
 from .rawclient import replies_until, request
 from .utils import execute, iopub_until_idle, is_idle_of
 
@@ -127,3 +129,51 @@ def test_stalled_subscriber_memory_is_bounded(kernel, kc, stalled):
     assert total == 300 * ((1 << 20) + 1)
     grown = process.memory_info().rss - before
     assert grown < 150 * (1 << 20), f"kernel grew by {grown / (1 << 20):.0f} MB"
+
+
+@pytest.fixture
+def patient_kernel(backend):
+    """A kernel that waits 15 s for a client that stopped reading before it
+    leaves it behind: long enough to see who else waits meanwhile."""
+    km, kc = start_kernel(backend, extra_arguments=["--Kernel.iopub_stall_timeout=15"])
+    try:
+        yield km, kc
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_control_answers_while_iopub_waits(patient_kernel):
+    km, kc = patient_kernel
+    stalled = km.connect_iopub()
+    try:
+        assert stalled.poll(10_000)
+        stalled.recv_multipart()
+        msg_id = kc.execute(display_code(DISPLAYS))
+        # The cell publishes as fast as it can: a second without a message
+        # means it is waiting for the stalled client.
+        waiting = 0
+        while True:
+            try:
+                msg = kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                break
+            waiting += msg["msg_type"] == "display_data"
+        assert 0 < waiting < DISPLAYS
+        # Control answers now, not when the 15 s are over.
+        control_id = request(kc, "control", "kernel_info_request")
+        assert replies_until(kc, "control", control_id, timeout=10)[-1]["content"]["status"] == "ok"
+        # Then the client is left behind and the cell completes, everything in order.
+        outputs = iopub_until_idle(kc, msg_id, timeout=60)
+        shown = waiting + sum(
+            m["msg_type"] == "display_data" and m["parent_header"].get("msg_id") == msg_id
+            for m in outputs
+        )
+        assert shown == DISPLAYS
+        # The control request's statuses came too, once IOPub could take them.
+        assert {
+            m["content"]["execution_state"]
+            for m in outputs
+            if m["msg_type"] == "status" and m["parent_header"].get("msg_id") == control_id
+        } == {"busy", "idle"}
+    finally:
+        stalled.close(linger=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -256,3 +257,32 @@ def test_control_loop_failure_stops_the_kernel(logged_kernel):
     text = log.read_text()
     assert "injected control fault" in text
     assert "the control channel failed: stopping the kernel" in text
+
+
+def test_code_with_lone_surrogates_is_refused(kernel, kc):
+    """Only a broken client sends such code: it gets an error reply, nothing runs
+    or is stored, and history keeps saving."""
+    km = kernel[0]
+    header = kc.session.msg_header("execute_request")
+    msg_id = header["msg_id"]
+    # JSON's \\udcff escape: the only way a lone surrogate survives the wire.
+    content = json.dumps({"code": "x_surrogate = 'ok\udcff'", "silent": False}).encode()
+    assert b"\\udcff" in content
+    send_raw(kc, "shell", signed_frames(kc, kc.session.pack(header), {}, {}, content))
+    [reply] = replies_until(kc, "shell", msg_id)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "ValueError"
+    assert "lone surrogate" in reply["content"]["evalue"]
+    assert user_value_or_none(kc, "x_surrogate") is None
+    run_ok(kc, "history_marker_after_surrogate = 1")
+    msg_id = request(kc, "shell", "history_request", {"hist_access_type": "tail", "n": 5})
+    [reply] = replies_until(kc, "shell", msg_id)
+    assert reply["content"]["status"] == "ok"
+    assert any("history_marker_after_surrogate" in e[2] for e in reply["content"]["history"])
+    assert_still_serving(km, kc)
+
+
+def user_value_or_none(kc, name: str) -> str | None:
+    reply, _ = execute(kc, "", silent=True, user_expressions={"v": name})
+    result = reply["content"]["user_expressions"]["v"]
+    return result["data"]["text/plain"] if result["status"] == "ok" else None

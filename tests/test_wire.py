@@ -468,3 +468,20 @@ def test_deeply_nested_content_is_a_value_error_to_send():
         nested = [nested]
     with pytest.raises(ValueError):
         Session(KEY).serialize("display_data", {"x": nested})
+
+
+@pytest.mark.parametrize("depth", [32, 1_000])
+def test_deeply_nested_header_is_malformed(depth):
+    """Replies echo the header as their parent: one nested too deeply for
+    clients to read back is refused (jupyter_client fails near 500 levels)."""
+    header = json.dumps(good_header()).encode()[:-1]
+    header += b', "extra": ' + b"[" * depth + b"]" * depth + b"}"
+    ours = Session(KEY)
+    with pytest.raises(MalformedMessage):
+        ours.deserialize(signed(ours, header))
+
+
+def test_header_with_shallow_structure_is_accepted():
+    ours = Session(KEY)
+    msg = ours.deserialize(signed(ours, good_header(extra={"a": [1, {"b": [2]}]})))
+    assert msg.header["extra"] == {"a": [1, {"b": [2]}]}

@@ -65,7 +65,10 @@ class RequestDispatcher:
         *,
         abortable: Iterable[str] = ("execute_request",),
         serial: Iterable[str] = (),
+        status_waits: bool = True,
     ) -> None:
+        """``status_waits`` false: the busy and idle statuses never hold up a
+        reply while IOPub waits for a slow client (the control channel's)."""
         self.name = name
         self.socket = socket
         self.session = session
@@ -73,6 +76,7 @@ class RequestDispatcher:
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.abortable = set(abortable)
         self.serial = set(serial)
+        self.status_waits = status_waits
         # Requests taken off the socket when an abort began: (frames, abort?)
         self._backlog: deque[tuple[list[Any], bool]] = deque()
         self._abort_requested = False
@@ -301,7 +305,7 @@ class RequestDispatcher:
         preempt = self.preempt.get(msg_type)
         if preempt is not None and not abort:
             preempt(msg)
-        self.iopub.publish_status("busy", msg)
+        self.iopub.publish_status("busy", msg, wait=self.status_waits)
         if self._aborted_ids and msg.msg_id in self._aborted_ids:
             self._aborted_ids.discard(msg.msg_id)
             abort = True
@@ -328,7 +332,7 @@ class RequestDispatcher:
         if self._abort_requested:
             self._abort_requested = False
             self._take_queue_for_abort()
-        self.iopub.publish_status("idle", msg)
+        self.iopub.publish_status("idle", msg, wait=self.status_waits)
 
 
 def _aborted_metadata(msg: Message) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import select
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,9 @@ from .iopub_flow import StallAwareSender
 log = logging.getLogger("akernel.iopub")
 
 _MAX_FAILURES_IN_A_ROW = 10
+# How long a publisher that must not wait (control) tries for the lock before
+# handing its message to the flusher thread.
+_HAND_OVER_AFTER = 0.02
 
 
 class _StreamBatch:
@@ -83,6 +87,8 @@ class IOPubPublisher:
         self._stopping = False
         self._closed = False
         self._readers: dict[int, Callable[[], None]] = {}
+        # Messages whose publisher would not wait for the lock: the flusher sends them.
+        self._handed_over: deque[list[Any]] = deque()
         # Called (on the flusher thread) if it cannot go on: output would be lost.
         self.on_failure: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="akernel-iopub", daemon=True)
@@ -97,8 +103,15 @@ class IOPubPublisher:
         *,
         metadata: dict[str, Any] | None = None,
         buffers: list[Any] | None = None,
+        wait: bool = True,
     ) -> None:
-        """Send one message, after all output published before it."""
+        """Send one message, after all output published before it.
+
+        Sends wait while a client's queue is full. With ``wait`` false (the
+        control thread, which must answer at once), the message is handed
+        to the flusher thread when IOPub is busy that way, and goes out
+        after what is waiting.
+        """
         if self._closed:
             return
         frames = self.session.serialize(
@@ -109,18 +122,31 @@ class IOPubPublisher:
             buffers=buffers,
             identities=(self._topic_prefix + msg_type.encode(),),
         )
-        with self._lock:
+        # Once one message is handed over, the next ones of that kind follow
+        # it, in order.
+        if (not wait and self._handed_over) or not self._lock.acquire(
+            timeout=-1 if wait else _HAND_OVER_AFTER
+        ):
+            self._handed_over.append(frames)
+            self._wake()
+            return
+        try:
+            self._send_handed_over()
             if self._batch is not None:
                 self._send_batch()
             self._send(frames)
+        finally:
+            self._lock.release()
 
     def bind_to_random_port(self, address: str) -> int:
         """Bind the socket to a random port of ``address`` as well (any thread)."""
         with self._lock:
             return self.socket.bind_to_random_port(address)
 
-    def publish_status(self, state: str, parent: Message | None = None) -> None:
-        self.publish("status", {"execution_state": state}, parent)
+    def publish_status(
+        self, state: str, parent: Message | None = None, *, wait: bool = True
+    ) -> None:
+        self.publish("status", {"execution_state": state}, parent, wait=wait)
 
     def write_stream(self, name: str, text: str, parent: Message | None) -> None:
         """Append ``text`` to stream ``name`` ("stdout"/"stderr") for ``parent``."""
@@ -197,6 +223,12 @@ class IOPubPublisher:
         except zmq.ZMQError as e:
             log.error("cannot publish on IOPub: %s", e)
 
+    def _send_handed_over(self) -> None:
+        while self._handed_over:
+            if self._batch is not None:
+                self._send_batch()
+            self._send(self._handed_over.popleft())
+
     def _welcome_subscribers(self) -> None:
         socket = self.socket
         while True:
@@ -237,6 +269,7 @@ class IOPubPublisher:
         self._wake()
         self._thread.join(timeout=10)
         with self._lock:
+            self._send_handed_over()
             if self._batch is not None:
                 self._send_batch()
             self._closed = True
@@ -279,6 +312,7 @@ class IOPubPublisher:
             if fd in readers:
                 readers[fd]()
         with self._lock:
+            self._send_handed_over()
             if self._socket_fd in readable or has_input(self.socket):
                 self._welcome_subscribers()
             batch = self._batch

@@ -1,4 +1,4 @@
-"""The control channel's handlers: kernel_info, shutdown, interrupt, and
+"""The control channel's handlers: kernel_info, shutdown, interrupt, usage, and
 ipyparallel's abort, clear and signal requests.
 
 They run on the control thread, so they must not touch the shell's state
@@ -22,6 +22,7 @@ from ..wire import Message
 from .apply import ApplyHandlers
 from .info import kernel_info
 from .interrupt import InterruptController
+from .usage import UsageMonitor
 
 log = logging.getLogger("akernel.control")
 
@@ -47,6 +48,7 @@ class ControlHandlers:
         self.apply = apply
         self.backend = backend
         self.request_stop = request_stop
+        self.usage = UsageMonitor()
 
     def install(self, *, engine: bool) -> None:
         """Register the handlers (``signal_request`` only for engines, whose
@@ -60,6 +62,7 @@ class ControlHandlers:
             interrupt_request=self.interrupt_request,
             abort_request=self.abort_request,
             clear_request=self.clear_request,
+            usage_request=self.usage_request,
         )
         if engine:
             dispatcher.handlers["signal_request"] = self.signal_request
@@ -77,6 +80,11 @@ class ControlHandlers:
 
     def interrupt_request(self, msg: Message) -> None:
         self.dispatcher.reply(msg, "interrupt_reply", {"status": "ok"})
+
+    def usage_request(self, msg: Message) -> None:
+        """What jupyter-resource-usage shows: the kernel's (and its children's)
+        CPU and memory, and the host's."""
+        self.dispatcher.reply(msg, "usage_reply", self.usage.usage())
 
     def abort_request(self, msg: Message) -> None:
         """ipyparallel's: abort the given requests, or all waiting ones; the

@@ -80,6 +80,7 @@ class ShellHandlers:
         code = content.get("code", "")
         if not isinstance(code, str):
             code = str(code)
+        _check_is_text(code)
         silent = bool(content.get("silent", False))
         store_history = bool(content.get("store_history", not silent))
         stop_on_error = bool(content.get("stop_on_error", True))
@@ -342,3 +343,15 @@ def _history_int(content: dict[str, Any], name: str, default: int | None) -> int
     if value not in _SQLITE_INT:
         raise ValueError(f"history_request: {name} {value} is out of range")
     return value
+
+
+def _check_is_text(code: str) -> None:
+    """Refuse code with lone surrogates (only a broken client sends them): IPython
+    can neither compile nor store it, and its history would stop saving."""
+    try:
+        code.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"the code contains a lone surrogate ({code[e.start]!r} at {e.start}), which is not"
+            " text: it was not run"
+        ) from None

@@ -25,6 +25,21 @@ from .message import DELIMITER, PROTOCOL_VERSION, Message, new_id, utcnow_iso
 
 _EMPTY_DICT = b"{}"
 _REQUIRED_HEADER_FIELDS = ("msg_id", "msg_type", "session")
+# Headers are flat; jupyter_client fails to read a parent header nested ~500 deep.
+_MAX_HEADER_NESTING = 32
+
+
+def _nesting(value: Any, limit: int = _MAX_HEADER_NESTING + 1) -> int:
+    """How deeply ``value`` nests lists and dicts (counting stops past ``limit``)."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return 0
+    if limit <= 0:
+        return 1
+    return 1 + max((_nesting(child, limit - 1) for child in children), default=0)
 
 
 def digest_for(signature_scheme: str) -> Any:
@@ -222,6 +237,10 @@ class Session:
         for name in _REQUIRED_HEADER_FIELDS:
             if not isinstance(header.get(name), str):
                 raise MalformedMessage(f"header field {name!r} missing or not a string")
+        for value in header.values():
+            # Every reply echoes the header as its parent: clients would choke on it.
+            if isinstance(value, (dict, list)) and _nesting(value) >= _MAX_HEADER_NESTING:
+                raise MalformedMessage(f"header nested deeper than {_MAX_HEADER_NESTING} levels")
         for name, value in (
             ("parent_header", parent_header),
             ("metadata", metadata),
