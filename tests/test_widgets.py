@@ -14,7 +14,15 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 from .conftest import kernel_name
-from .utils import collect_iopub, execute, get_reply, iopub_until_idle, stream_text
+from .utils import (
+    TIMEOUT,
+    collect_iopub,
+    execute,
+    get_reply,
+    iopub_until_idle,
+    is_idle_of,
+    stream_text,
+)
 
 WIDGET_TARGET = "jupyter.widget"
 VIEW_MIME = "application/vnd.jupyter.widget-view+json"
@@ -277,6 +285,68 @@ def test_interact(kc) -> None:
     ]
     assert results == ["10"]
     assert printed(kc, "print(demo.widget.result)") == "10\n"
+
+
+OUTPUT_WIDGET_CELL = (
+    "with out:\n"
+    "    print('first')\n"
+    "    out.clear_output(wait=True)\n"
+    "    print('second')\n"
+    "print('in the cell')\n"
+    "import time\n"
+    "time.sleep(0.2)  # the client's updates arrive while the cell still runs"
+)
+
+
+def test_output_widget_messages_in_the_order_nbclient_needs(kc) -> None:
+    """What a headless client like nbclient relies on to capture an Output widget.
+
+    nbclient stops reading a cell's IOPub at its idle status and files a
+    message under the Output widget only between the comm_msg that sets the
+    widget's ``msg_id`` and the one that clears it; for each output it takes
+    in, it sends the widget's new ``outputs`` back as a comm_msg on the shell
+    channel, while the cell may still run. So: the captured outputs, in
+    program order, inside that bracket (stream output is batched: it must
+    still go out before the comm_msg that follows it); nothing of the cell's
+    after its idle; the client's updates handled after the cell, each under
+    its own parent, without holding up the cell's reply.
+    """
+    opened_outputs = run(kc, "import ipywidgets\nout = ipywidgets.Output()\ndisplay(out)")
+    output_id = only_opened(opened_outputs, "OutputModel")["content"]["comm_id"]
+
+    msg_id = kc.execute(OUTPUT_WIDGET_CELL)
+    cell, updates = [], []
+    while not cell or not is_idle_of(cell[-1], msg_id):
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        cell.append(msg)
+        if msg["msg_type"] == "stream" and msg["content"]["text"] == "first\n":
+            # As nbclient's Output widget does, mid-cell.
+            state = {"outputs": [{"output_type": "stream", "name": "stdout", "text": "first\n"}]}
+            update = kc.session.msg(
+                "comm_msg",
+                {"comm_id": output_id, "data": {"method": "update", "state": state}},
+            )
+            kc.shell_channel.send(update)
+            updates.append(update["header"]["msg_id"])
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+
+    captured = captured_output(cell, output_id, msg_id)
+    assert [
+        (m["msg_type"], m["content"].get("text", m["content"].get("wait"))) for m in captured
+    ] == [("stream", "first\n"), ("clear_output", True), ("stream", "second\n")]
+    outside = [m for m in cell if m not in captured and m["msg_type"] == "stream"]
+    assert stream_text(outside) == "in the cell\n"
+
+    # The client's update: its own busy/idle (and ipywidgets' echo) after the
+    # cell's idle; nothing more of the cell's anywhere after that idle.
+    assert len(updates) == 1
+    after = iopub_until_idle(kc, updates[0])
+    assert all(m["parent_header"].get("msg_id") == updates[0] for m in after), [
+        (m["msg_type"], m["parent_header"].get("msg_type")) for m in after
+    ]
+    assert printed(kc, "print(out.outputs[0]['text'], end='')") == "first\n"
 
 
 def test_kernel_exits_quietly_with_live_widgets(backend, tmp_path) -> None:

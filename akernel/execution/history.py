@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 import anyio.abc
 
-from .shell import AkernelShell
+if TYPE_CHECKING:
+    from .shell import AkernelShell
 
 
 def batch_history_writes(shell: AkernelShell, tg: anyio.abc.TaskGroup, interval: float) -> None:
@@ -21,13 +24,19 @@ def batch_history_writes(shell: AkernelShell, tg: anyio.abc.TaskGroup, interval:
         return
     history.db_cache_size = 1 << 30
 
+    # IPython stops its saving thread before a fork (``!cmd``) and starts it
+    # again only when a cell fills the cache, which never happens here.
+    restart = getattr(history, "_restart_thread_if_stopped", lambda: None)
+
     async def save_periodically() -> None:
         while True:
             await anyio.sleep(interval)
-            # The saving thread is stopped around fork (``!cmd``) and
-            # restarted by the next input, so its flag can be missing.
+            if not (history.db_input_cache or history.db_output_cache):
+                continue
+            if history.save_flag is None:
+                restart()
             flag = history.save_flag
-            if flag is not None and (history.db_input_cache or history.db_output_cache):
+            if flag is not None:
                 flag.set()
 
     tg.start_soon(save_periodically)

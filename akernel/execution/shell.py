@@ -18,6 +18,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Instance, Type
 
+from .history_db import KernelHistoryManager
 from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
 
@@ -91,6 +92,11 @@ class AkernelShell(InteractiveShell):
     system = InteractiveShell.system_piped
 
     kernel = AnyTrait(None, allow_none=True)
+
+    def init_history(self) -> None:
+        # Kernels share their profile's database with other processes: see history_db.py.
+        self.history_manager = KernelHistoryManager(shell=self, parent=self)
+        self.configurables.append(self.history_manager)
 
     def init_instance_attrs(self) -> None:
         super().init_instance_attrs()
