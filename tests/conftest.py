@@ -11,8 +11,9 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
@@ -63,13 +64,35 @@ def kernel_name(backend: str, interrupt_mode: str = "signal") -> str:
     return name if interrupt_mode == "signal" else f"{name}-message"
 
 
+T = TypeVar("T")
+
+
+def retry_port_clash(start: Callable[[], T], attempts: int = 3) -> T:
+    """``start()`` a kernel through jupyter_client, again if it died at once.
+
+    jupyter_client picks free ports, closes them and writes them to the
+    connection file; until the kernel binds them, a kernel started meanwhile
+    by the other test worker can take one, and the new kernel then exits
+    ("port ... is already in use"). That is the test harness's race, not the
+    kernel's: try again with new ports.
+    """
+    for attempt in range(attempts):
+        try:
+            return start()
+        except RuntimeError as e:
+            if "died" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_kernel(
     backend: str, interrupt_mode: str = "signal", **kwargs
 ) -> tuple[KernelManager, BlockingKernelClient]:
-    km, kc = start_new_kernel(
-        kernel_name=kernel_name(backend, interrupt_mode), startup_timeout=30, **kwargs
+    return retry_port_clash(
+        lambda: start_new_kernel(
+            kernel_name=kernel_name(backend, interrupt_mode), startup_timeout=30, **kwargs
+        )
     )
-    return km, kc
 
 
 def stop_kernel(km: KernelManager, kc: BlockingKernelClient) -> None:
@@ -97,12 +120,15 @@ def kernel(backend: str) -> Iterator[tuple[KernelManager, BlockingKernelClient]]
 @pytest.fixture
 def kc(kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
     _, client = kernel
-    # Drop what earlier tests left on IOPub so each test sees its own traffic.
+    # Drop what earlier tests left on IOPub (and replies they did not read) so
+    # each test sees its own traffic.
     while True:
         try:
             client.get_iopub_msg(timeout=0.05)
         except Exception:
             break
+    while client.shell_channel.msg_ready():
+        client.get_shell_msg(timeout=1)
     return client
 
 

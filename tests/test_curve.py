@@ -24,7 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 import akernel
 
-from .conftest import kernel_name
+from .conftest import kernel_name, retry_port_clash
 from .utils import (
     TIMEOUT,
     collect_iopub,
@@ -59,16 +59,22 @@ _HANDSHAKE_ENDS = (
 def start_curve_kernel(backend: str) -> tuple[KernelManager, BlockingKernelClient]:
     """A kernel whose manager requires transport encryption (message interrupts,
     so that an interrupt goes over the encrypted control channel)."""
-    km = KernelManager(kernel_name=kernel_name(backend, "message"), transport_encryption="required")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=60)
-    except BaseException:
-        stop(km, kc)
-        raise
-    return km, kc
+
+    def start() -> tuple[KernelManager, BlockingKernelClient]:
+        km = KernelManager(
+            kernel_name=kernel_name(backend, "message"), transport_encryption="required"
+        )
+        km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+        except BaseException:
+            stop(km, kc)
+            raise
+        return km, kc
+
+    return retry_port_clash(start)
 
 
 def stop(km: KernelManager, kc: BlockingKernelClient) -> None:

@@ -131,7 +131,8 @@ class IOPubPublisher:
             self._wake()
             return
         try:
-            self._send_handed_over()
+            if self._handed_over:
+                self._send_handed_over()
             if self._batch is not None:
                 self._send_batch()
             self._send(frames)
