@@ -1,4 +1,4 @@
-"""Sessions: tests, e2e, conformance, demo, bench, lint, ipp_suite.
+"""Sessions: tests, e2e, conformance, demo, bench, hostile, lint, ipp_suite.
 
 ``nox -s tests`` sets up and runs the whole test suite and ``nox -s e2e``
 drives akernel in JupyterLab in a headless Chromium (CI runs both, in this
@@ -87,6 +87,16 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_kernel.py", *session.posargs)
     quick = ["--quick"] if "--quick" in session.posargs else []
     session.run("python", "benchmarks/bench_parallel.py", *quick)
+
+
+@nox.session
+def hostile(session: nox.Session) -> None:
+    """Send what a hostile client would to akernel (asyncio and trio) and ipykernel, side
+    by side, and print a Markdown table of what each kernel did. ``-- --quick`` for a
+    shorter run (under two minutes); other arguments go to benchmarks/hostile.py."""
+    # pytest: the fuzzing scenario imports the request generator of tests/test_fuzz.py.
+    session.install(".[bench,parallel]", "trio", "psutil", "pytest")
+    session.run("python", "benchmarks/hostile.py", *session.posargs)
 
 
 @nox.session
