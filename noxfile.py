@@ -94,7 +94,7 @@ def hostile(session: nox.Session) -> None:
     """Send what a hostile client would to akernel (asyncio and trio) and ipykernel, side
     by side, and print a Markdown table of what each kernel did. ``-- --quick`` for a
     shorter run (under two minutes); other arguments go to benchmarks/hostile.py."""
-    # pytest: the fuzzing scenario imports the request generator of tests/test_fuzz.py.
+    # pytest: the fuzzing scenario imports the request generator of tests/fuzz_requests.py.
     session.install(".[bench,parallel]", "trio", "psutil", "pytest")
     session.run("python", "benchmarks/hostile.py", *session.posargs)
 
