@@ -7,6 +7,7 @@ requests on the shell channel.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from .utils import (
     iopub_until_idle,
     is_idle_of,
     stream_text,
+    wait_for_stream,
 )
 
 WIDGET_TARGET = "jupyter.widget"
@@ -308,17 +310,17 @@ def test_output_widget_messages_in_the_order_nbclient_needs(kc) -> None:
     channel, while the cell may still run. So: the captured outputs, in
     program order, inside that bracket (stream output is batched: it must
     still go out before the comm_msg that follows it); nothing of the cell's
-    after its idle; the client's updates handled after the cell, each under
-    its own parent, without holding up the cell's reply.
+    after its idle; the client's updates handled under their own parent.
     """
     opened_outputs = run(kc, "import ipywidgets\nout = ipywidgets.Output()\ndisplay(out)")
     output_id = only_opened(opened_outputs, "OutputModel")["content"]["comm_id"]
 
     msg_id = kc.execute(OUTPUT_WIDGET_CELL)
-    cell, updates = [], []
+    cell, others, updates = [], [], []
     while not cell or not is_idle_of(cell[-1], msg_id):
         msg = kc.get_iopub_msg(timeout=TIMEOUT)
         if msg["parent_header"].get("msg_id") != msg_id:
+            others.append(msg)
             continue
         cell.append(msg)
         if msg["msg_type"] == "stream" and msg["content"]["text"] == "first\n":
@@ -339,14 +341,149 @@ def test_output_widget_messages_in_the_order_nbclient_needs(kc) -> None:
     outside = [m for m in cell if m not in captured and m["msg_type"] == "stream"]
     assert stream_text(outside) == "in the cell\n"
 
-    # The client's update: its own busy/idle (and ipywidgets' echo) after the
-    # cell's idle; nothing more of the cell's anywhere after that idle.
+    # The client's update: its own busy/idle (and ipywidgets' echo), before the
+    # cell's idle (see test_reply_comes_after_the_clients_output_widget_updates)
+    # or, from a client slower than the kernel waits for, after it; nothing more
+    # of the cell's anywhere after that idle.
     assert len(updates) == 1
-    after = iopub_until_idle(kc, updates[0])
-    assert all(m["parent_header"].get("msg_id") == updates[0] for m in after), [
-        (m["msg_type"], m["parent_header"].get("msg_type")) for m in after
+    if not any(is_idle_of(m, updates[0]) for m in others):
+        others += iopub_until_idle(kc, updates[0])
+    assert all(m["parent_header"].get("msg_id") == updates[0] for m in others), [
+        (m["msg_type"], m["parent_header"].get("msg_type")) for m in others
     ]
     assert printed(kc, "print(out.outputs[0]['text'], end='')") == "first\n"
+
+
+def set_capture_wait(kc: BlockingKernelClient, quiet: float, limit: float) -> None:
+    """How long the reply to a cell an Output widget captured waits for the client's
+    updates: until none came for ``quiet`` s, at most ``limit`` s."""
+    run(
+        kc,
+        "import comm\n"
+        "_captures = comm.get_comm_manager().output_captures\n"
+        f"_captures.quiet, _captures.limit = {quiet}, {limit}",
+    )
+
+
+def new_output_widget(kc: BlockingKernelClient) -> str:
+    """Display ``out``, an Output widget; its comm id."""
+    outputs = run(kc, "import ipywidgets\nout = ipywidgets.Output()\ndisplay(out)")
+    return only_opened(outputs, "OutputModel")["content"]["comm_id"]
+
+
+def send_outputs(kc: BlockingKernelClient, output_id: str, outputs: list, parent: dict) -> str:
+    """Send the Output widget's new ``outputs`` as nbclient does (no waiting); the msg_id."""
+    content = {
+        "comm_id": output_id,
+        "data": {"method": "update", "state": {"outputs": outputs}, "buffer_paths": []},
+    }
+    msg = kc.session.msg("comm_msg", content, parent=parent)
+    kc.shell_channel.send(msg)
+    return msg["header"]["msg_id"]
+
+
+def answer_like_nbclient(
+    kc: BlockingKernelClient, msg_id: str, output_id: str
+) -> tuple[list[dict], list[str]]:
+    """Read IOPub up to the idle of cell ``msg_id``, answering each output the
+    Output widget captures, and each ``clear_output``, with the widget's new
+    ``outputs``, as nbclient's stand-in for the widget does. Returns every
+    IOPub message read, and the ids of the updates sent."""
+    seen: list[dict] = []
+    updates: list[str] = []
+    outputs: list[dict] = []
+    capturing = False
+    while not seen or not is_idle_of(seen[-1], msg_id):
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        seen.append(msg)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        content = msg["content"]
+        if msg["msg_type"] == "comm_msg" and content["comm_id"] == output_id:
+            state = content["data"].get("state", {})
+            if "msg_id" in state:
+                capturing = state["msg_id"] == msg_id
+        elif capturing and msg["msg_type"] == "clear_output" and not content["wait"]:
+            outputs = []
+            updates.append(send_outputs(kc, output_id, outputs, msg["parent_header"]))
+        elif capturing and msg["msg_type"] == "stream":
+            outputs = [*outputs, {"output_type": "stream", **content}]
+            updates.append(send_outputs(kc, output_id, outputs, msg["parent_header"]))
+    return seen, updates
+
+
+def test_reply_comes_after_the_clients_output_widget_updates(fresh_kernel) -> None:
+    """A cell an Output widget captured gets its reply once the client's updates of
+    the widget have come in and been handled: nbclient misses a reply that reaches
+    it just before it sends one (docs/clients.md). The cell ends at once, so the
+    updates arrive after it: the kernel must wait for them (here for up to a
+    second between two, as slow as a client may be)."""
+    _, kc = fresh_kernel
+    set_capture_wait(kc, quiet=1.0, limit=TIMEOUT / 2)
+    output_id = new_output_widget(kc)
+    msg_id = kc.execute(
+        "with out:\n    print('first')\n    out.clear_output()\n    print('second')"
+    )
+    seen, updates = answer_like_nbclient(kc, msg_id, output_id)
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+    assert len(updates) == 3
+    # Each update was handled (its idle published) before the cell's reply and idle.
+    handled = [u for u in updates if any(is_idle_of(m, u) for m in seen)]
+    assert handled == updates
+    assert printed(kc, "print(out.outputs[0]['text'], end='')") == "second\n"
+
+
+def test_the_wait_for_updates_ends_while_a_client_keeps_sending(fresh_kernel) -> None:
+    """A client that never stops sending updates still gets its reply (``limit``)."""
+    _, kc = fresh_kernel
+    set_capture_wait(kc, quiet=0.5, limit=1.0)
+    output_id = new_output_widget(kc)
+    msg_id = kc.execute("with out:\n    print('once')")
+    wait_for_stream(kc, msg_id, "once")
+    outputs = [{"output_type": "stream", "name": "stdout", "text": "once\n"}]
+    reply = None
+    deadline = time.monotonic() + TIMEOUT
+    while reply is None and time.monotonic() < deadline:
+        send_outputs(kc, output_id, outputs, {"msg_id": msg_id})
+        if kc.shell_channel.socket.poll(50):
+            reply = get_reply(kc, msg_id)
+    assert reply is not None, "no reply while the client kept sending updates"
+    assert reply["content"]["status"] == "ok"
+
+
+def test_silent_and_later_cells_do_not_wait(fresh_kernel) -> None:
+    """Only a non-silent cell an Output widget captured waits for the client (here
+    longer than the test waits for a reply): a silent cell publishes nothing a
+    client could capture; a capture by a comm message's handler (interact's
+    slider moved) names that message, and the cells after it do not wait."""
+    _, kc = fresh_kernel
+    new_output_widget(kc)
+    run(kc, "from ipywidgets import interact\ndemo = interact(lambda x: print(x), x=(0, 9))")
+    slider_id = printed(kc, "print(demo.widget.children[0].comm.comm_id, end='')")
+    set_capture_wait(kc, quiet=3 * TIMEOUT, limit=3 * TIMEOUT)
+    reply, _ = execute(kc, "with out:\n    print('unseen')", silent=True)
+    assert reply["content"]["status"] == "ok"
+    caused = send_update(kc, slider_id, {"value": 7})
+    assert stream_text(caused) == "7\n"
+    assert printed(kc, "print('next')") == "next\n"
+
+
+def test_requests_and_interrupts_during_the_wait(fresh_kernel) -> None:
+    """While the reply waits for the client, other requests are answered; an interrupt
+    then finds no cell running and is ignored: the cell's reply is ``ok``."""
+    km, kc = fresh_kernel
+    set_capture_wait(kc, quiet=2.0, limit=TIMEOUT / 2)
+    new_output_widget(kc)
+    msg_id = kc.execute("with out:\n    print('done')")
+    wait_for_stream(kc, msg_id, "done")
+    info_id = kc.kernel_info()
+    # The cell never awaits: kernel_info is answered first only if the reply waits.
+    first = kc.get_shell_msg(timeout=TIMEOUT)
+    assert first["parent_header"]["msg_id"] == info_id, first["msg_type"]
+    km.interrupt_kernel()
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+    iopub_until_idle(kc, msg_id)
+    assert printed(kc, "print('after')") == "after\n"
 
 
 def test_kernel_exits_quietly_with_live_widgets(backend, tmp_path) -> None:

@@ -9,12 +9,14 @@ from comm.base_comm import BaseComm, CommManager
 
 from ..wire import Message
 from .io import OutputRouter
+from .output_captures import OutputCaptures
 
 
 class KernelComm(BaseComm):
     """A comm whose messages go out on IOPub."""
 
     router: OutputRouter | None = None
+    output_captures: OutputCaptures | None = None
 
     def publish_msg(
         self,
@@ -26,14 +28,29 @@ class KernelComm(BaseComm):
     ) -> None:
         if self.router is None:
             return
+        if self.output_captures is not None:
+            self.output_captures.note_published(msg_type, data)
         content = {"data": data or {}, "comm_id": self.comm_id, **keys}
         self.router.publish(msg_type, content, metadata=metadata, buffers=buffers)
 
 
-def install_comms(router: OutputRouter) -> CommManager:
+class KernelCommManager(CommManager):
+    """The comm manager; it shows the client's comm messages to ``output_captures``."""
+
+    def __init__(self, output_captures: OutputCaptures) -> None:
+        super().__init__()
+        self.output_captures = output_captures
+
+    def comm_msg(self, stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+        self.output_captures.note_received(msg["content"])
+        super().comm_msg(stream, ident, msg)
+
+
+def install_comms(router: OutputRouter) -> KernelCommManager:
     """Make ``comm.create_comm``/``get_comm_manager`` use this kernel."""
-    manager = CommManager()
+    manager = KernelCommManager(OutputCaptures())
     KernelComm.router = router
+    KernelComm.output_captures = manager.output_captures
 
     def create_comm(*args: Any, **kwargs: Any) -> KernelComm:
         return KernelComm(*args, **kwargs)
@@ -49,6 +66,7 @@ def uninstall_comms() -> None:
     (Widgets close their comms when garbage collected, also at exit.)
     """
     KernelComm.router = None
+    KernelComm.output_captures = None
 
 
 def as_comm_msg(msg: Message) -> dict[str, Any]:

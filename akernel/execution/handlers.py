@@ -125,6 +125,11 @@ class ShellHandlers:
                 reply["engine_info"] = self.engine_metadata.engine_info("execute")
         else:
             metadata = {"status": reply["status"], "started": started}
+        captures = self.comm_manager.output_captures
+        if captures.request_id == msg.msg_id and not silent:
+            # An Output widget captured this cell's output: the client's updates
+            # of it come in before the reply (see OutputCaptures).
+            await captures.wait_for_client()
         self.dispatcher.reply(msg, "execute_reply", reply, metadata=metadata)
         # As ipykernel: a silent request's error aborts nothing (ipyparallel
         # sends all its executes silent, and expects each to run).
