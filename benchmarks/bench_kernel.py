@@ -464,10 +464,10 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def write_connection_file(path: Path) -> dict[str, Any]:
-    """Write a fresh connection file (mode 0600) and return its contents."""
+def connection_info() -> dict[str, Any]:
+    """A fresh connection file's contents: free tcp ports, a new key."""
     shell, iopub, stdin, control, hb = free_ports(5)
-    info = {
+    return {
         "transport": "tcp",
         "ip": "127.0.0.1",
         "shell_port": shell,
@@ -479,6 +479,11 @@ def write_connection_file(path: Path) -> dict[str, Any]:
         "signature_scheme": "hmac-sha256",
         "kernel_name": "",
     }
+
+
+def write_connection_file(path: Path) -> dict[str, Any]:
+    """Write a fresh connection file (mode 0600) and return its contents."""
+    info = connection_info()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)

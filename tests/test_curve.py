@@ -24,7 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 import akernel
 
-from .conftest import kernel_name, retry_port_clash
+from .conftest import kernel_name, retry_port_clash, stop_kernel
 from .utils import (
     TIMEOUT,
     collect_iopub,
@@ -70,18 +70,11 @@ def start_curve_kernel(backend: str) -> tuple[KernelManager, BlockingKernelClien
         try:
             kc.wait_for_ready(timeout=60)
         except BaseException:
-            stop(km, kc)
+            stop_kernel(km, kc)
             raise
         return km, kc
 
     return retry_port_clash(start)
-
-
-def stop(km: KernelManager, kc: BlockingKernelClient) -> None:
-    kc.stop_channels()
-    if km.has_kernel:
-        km.shutdown_kernel(now=False)
-    km.cleanup_resources()
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +83,7 @@ def curve_kernel(backend: str) -> Iterator[tuple[KernelManager, BlockingKernelCl
     try:
         yield km, kc
     finally:
-        stop(km, kc)
+        stop_kernel(km, kc)
 
 
 def connection_info(path: str | Path) -> dict:
@@ -239,7 +232,7 @@ def test_shutdown_over_control(backend):
             time.sleep(0.05)
         assert km.provisioner.process.returncode == 0
     finally:
-        stop(km, kc)
+        stop_kernel(km, kc)
 
 
 # -- an embedded kernel that encrypts its own connection file --------------------------------

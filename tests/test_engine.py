@@ -235,13 +235,18 @@ def test_send_signal_interrupts_a_running_task(cluster) -> None:
     """``Client.send_signal`` (a signal_request, which ipykernel engines leave to
     their nanny) interrupts what an engine is running."""
     _, client, _ = cluster
-    engine = client[1]
+    check_send_signal_interrupts(client, 1)
+
+
+def check_send_signal_interrupts(client: ipp.Client, target: int) -> None:
+    """SIGINT sent to engine ``target`` interrupts the task it runs; it goes on."""
+    engine = client[target]
     running = engine.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
     deadline = time.monotonic() + 30
     while "sleeping" not in (running.stdout or ""):
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.05)
-    client.send_signal("SIGINT", targets=[1], block=True)
+    client.send_signal("SIGINT", targets=[target], block=True)
     with pytest.raises(ipp.error.RemoteError) as excinfo:
         running.get(timeout=30)
     assert excinfo.value.ename == "KeyboardInterrupt"

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,8 @@ ipp = pytest.importorskip("ipyparallel")
 from traitlets.config import Config  # noqa: E402
 
 import akernel.engine  # noqa: E402
+
+from .test_engine import check_send_signal_interrupts  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -79,17 +80,7 @@ def test_execute_output_and_push_pull(curve_cluster) -> None:
 
 def test_send_signal_through_the_nanny(curve_cluster) -> None:
     _, client, _ = curve_cluster
-    engine = client[0]
-    running = engine.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
-    deadline = time.monotonic() + 30
-    while "sleeping" not in (running.stdout or ""):
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
-    client.send_signal("SIGINT", targets=[0], block=True)
-    with pytest.raises(ipp.error.RemoteError) as excinfo:
-        running.get(timeout=30)
-    assert excinfo.value.ename == "KeyboardInterrupt"
-    assert engine.apply_sync(lambda: "still here") == "still here"
+    check_send_signal_interrupts(client, 0)
 
 
 def test_bind_kernel_is_refused_with_curve(curve_cluster) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench_kernel import KernelKind
 
-from .kernels import PORTS, Kernel, Lab, full_connection_info
+from .kernels import PORTS, Kernel, Lab, connection_info
 from .outcomes import Outcome, Results, marker_code, marker_runs
 
 # -- 4. connection files --------------------------------------------------------------------
@@ -52,7 +52,7 @@ def scenario_connection_files(lab: Lab, kind: KernelKind) -> Results:
     out: Results = {}
 
     # a. no key
-    info = full_connection_info()
+    info = connection_info()
     del info["key"]
     kernel = lab.launch(kind, info)
     if not kernel.wait_listening(info["shell_port"], cfg.startup_timeout):
@@ -80,7 +80,7 @@ def scenario_connection_files(lab: Lab, kind: KernelKind) -> Results:
     kernel.stop()
 
     # b. no ports
-    info = {k: v for k, v in full_connection_info().items() if k not in PORTS}
+    info = {k: v for k, v in connection_info().items() if k not in PORTS}
     kernel = lab.launch(kind, info)
     deadline = time.monotonic() + cfg.startup_timeout
     written = {}
@@ -102,7 +102,7 @@ def scenario_connection_files(lab: Lab, kind: KernelKind) -> Results:
     kernel.stop()
 
     # c. an empty key
-    info = {**full_connection_info(), "key": ""}
+    info = {**connection_info(), "key": ""}
     kernel = lab.launch(kind, info)
     if kernel.wait_listening(info["shell_port"], cfg.startup_timeout):
         ran = _unsigned_execute(kernel, lab.path("emptykey-ran"), cfg.reply_timeout, None)
@@ -125,7 +125,7 @@ def scenario_connection_files(lab: Lab, kind: KernelKind) -> Results:
 
 
 def scenario_shake(lab: Lab, kind: KernelKind) -> Results:
-    info = {**full_connection_info(), "signature_scheme": "hmac-shake_128"}
+    info = {**connection_info(), "signature_scheme": "hmac-shake_128"}
     kernel = lab.launch(kind, info)
     listening = kernel.wait_listening(info["shell_port"], 20.0)
     if listening:

@@ -13,28 +13,11 @@ from typing import Any
 
 import psutil
 import zmq
-from bench_kernel import KernelKind, free_ports  # benchmarks/, the script's directory
+from bench_kernel import KernelKind, connection_info  # benchmarks/, the script's directory
 
 from .client import Peer
 from .config import Config
 from .processes import Reaper
-
-
-def full_connection_info() -> dict[str, Any]:
-    shell, iopub, stdin, control, hb = free_ports(5)
-    return {
-        "transport": "tcp",
-        "ip": "127.0.0.1",
-        "shell_port": shell,
-        "iopub_port": iopub,
-        "stdin_port": stdin,
-        "control_port": control,
-        "hb_port": hb,
-        "key": os.urandom(16).hex(),
-        "signature_scheme": "hmac-sha256",
-        "kernel_name": "",
-    }
-
 
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
@@ -151,7 +134,7 @@ class Lab:
         return self.workdir / f"{name}-{self.next_number()}"
 
     def launch(self, kind: KernelKind, info: dict[str, Any] | None = None) -> Kernel:
-        return Kernel(self, kind, full_connection_info() if info is None else info)
+        return Kernel(self, kind, connection_info() if info is None else info)
 
     def start(self, kind: KernelKind) -> tuple[Kernel, Peer]:
         """A fresh kernel that answered kernel_info, with a client whose IOPub is live."""
