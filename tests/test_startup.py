@@ -7,6 +7,7 @@ backends. Engines also run ``-c`` and ``-s``: see test_engine.py.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +78,30 @@ def test_a_broken_startup_file_does_not_stop_the_kernel(backend: str, tmp_path: 
         assert user_value(kc, "1 + 1") == "2"
     finally:
         stop_kernel(km, kc)
+
+
+def test_engine_mpi_start_up_defines_what_ipengine_does(monkeypatch):
+    """``--mpi`` runs code that defines the names ipengine's does (``mpi_rank``,
+    ``mpi_size``, ``MPI``), so ``%px print(mpi_rank)`` works on either engine."""
+    import types
+
+    from ipyparallel.engine.app import DEFAULT_MPI_INIT
+
+    from akernel.engine.app import EngineApp
+
+    world = types.SimpleNamespace(Get_rank=lambda: 3, Get_size=lambda: 4)
+    mpi = types.SimpleNamespace(COMM_WORLD=world)
+    package = types.ModuleType("mpi4py")
+    package.MPI = mpi  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mpi4py", package)
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", mpi)
+
+    def names(code: str) -> dict:
+        namespace: dict = {}
+        exec(code, namespace)
+        namespace.pop("__builtins__")
+        return namespace
+
+    ours = names(EngineApp().init_mpi)
+    assert ours == names(DEFAULT_MPI_INIT)
+    assert ours["mpi_rank"] == 3 and ours["mpi_size"] == 4

@@ -80,10 +80,12 @@ class EngineApp(Application):
     ).tag(config=True)
     startup_script = Unicode("", help="Script to run before serving.").tag(config=True)
     init_mpi = Unicode(
-        "from mpi4py import MPI as mpi\n"
-        "mpi.size = mpi.COMM_WORLD.Get_size()\n"
-        "mpi.rank = mpi.COMM_WORLD.Get_rank()\n",
-        help="Code run first with --mpi: ``mpi`` in the namespace, with its rank and size.",
+        # What ipengine 9 runs.
+        "from mpi4py import MPI\n"
+        "mpi_rank = MPI.COMM_WORLD.Get_rank()\n"
+        "mpi_size = MPI.COMM_WORLD.Get_size()\n",
+        help="Code run first with --mpi: ``MPI``, ``mpi_rank`` and ``mpi_size`` in the"
+        " namespace, as ipengine defines them.",
     ).tag(config=True)
     enable_nanny = Bool(
         True,
