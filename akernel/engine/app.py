@@ -209,8 +209,10 @@ class EngineApp(Application):
             registrar.close(linger=1000)
             monitor.close()
             context.term()
-            if nanny is not None:
-                nanny.stop()
+            # The nanny is not stopped here: it still relays our last replies
+            # (a shutdown_reply) to the controller, and drops what it holds
+            # once its pipe closes. It closes when this process exits; the
+            # nanny then unregisters us and exits too, as with ipengine.
 
     def _startup_code(self) -> StartupCode:
         """What ipengine runs once registered: the profile's start-up files,

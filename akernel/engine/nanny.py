@@ -20,21 +20,15 @@ log = logging.getLogger("akernel")
 
 
 class Nanny:
-    """A running nanny: connect the engine's control socket to ``url``."""
+    """A running nanny: connect the engine's control socket to ``url``.
+
+    It watches the pipe to this process (its stdout): when the pipe closes,
+    at our exit, it tells the controller that the engine is gone and exits.
+    """
 
     def __init__(self, url: str, process: subprocess.Popen[bytes]) -> None:
         self.url = url
         self.process = process
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Close the pipe it watches, so it tells the controller we are gone
-        and exits, and wait a little for that."""
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("the nanny (pid %d) is still running", self.process.pid)
 
 
 def start_nanny(
