@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -157,3 +158,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="seed of the fuzz tests (default: a fixed one; failures print theirs)",
     )
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: ipc socket paths are limited to about 100 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="ak-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

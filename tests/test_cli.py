@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -190,16 +187,6 @@ def test_launch_fills_zero_ports_and_keeps_file(tmp_path):
         assert ports_filled(path)["key"] == "cli-test-key"
     finally:
         kernel.close()
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: ipc socket paths are limited to about 100 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ak-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

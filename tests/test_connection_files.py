@@ -245,16 +245,6 @@ def test_tcp_without_curve_warns_once(launch, tmp_path):
     assert kernel.shutdown() == 0
 
 
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: ipc socket paths are limited to about 100 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ak-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def test_ipc_does_not_warn(launch, short_tmp):
     path = write_file(
         short_tmp / "conn.json", {"key": "k", "transport": "ipc", "ip": str(short_tmp / "k")}

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -719,16 +717,6 @@ def test_bind_with_given_ports():
     finally:
         sockets.close()
         sockets.context.term()
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[str]:
-    """A short directory path: ipc socket paths are limited to about 100 bytes."""
-    path = tempfile.mkdtemp(prefix="ak-", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_bind_ipc_transport(short_tmp):
