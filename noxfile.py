@@ -1,7 +1,8 @@
-"""Sessions: tests, e2e, conformance, demo, bench, hostile, lint, ipp_suite.
+"""Sessions: tests, launchers, e2e, demo, bench, hostile, lint, ipp_suite.
 
-``nox -s tests`` sets up and runs the whole test suite and ``nox -s e2e``
-drives akernel in JupyterLab in a headless Chromium (CI runs both, in this
+``nox -s tests`` sets up and runs the whole test suite, ``nox -s launchers``
+starts engines through real sshd and Slurm daemons, and ``nox -s e2e`` drives
+akernel in JupyterLab in a headless Chromium (CI runs the three, in this
 order); ``nox -s demo`` runs the demo notebook.
 """
 
@@ -22,6 +23,16 @@ WORKERS = os.environ.get("AKERNEL_TEST_WORKERS", "2")
 CHROMIUM = "/usr/bin/chromium"
 
 
+def _apt_install(session: nox.Session, packages: dict[str, str]) -> None:
+    """Install Debian's packages ({package: a command it provides}) whose command is
+    missing, when apt-get is there and this runs as root (as on CI)."""
+    missing = [package for package, command in packages.items() if not shutil.which(command)]
+    if missing and shutil.which("apt-get") and os.geteuid() == 0:
+        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=apt_env)
+        session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=apt_env)
+
+
 def _install_kernelspecs(session: nox.Session) -> None:
     session.run("akernel", "install", "--sys-prefix", silent=True)
     session.run("akernel", "install", "--sys-prefix", "--backend", "trio", silent=True)
@@ -33,11 +44,37 @@ def tests(session: nox.Session) -> None:
     ipyparallel's own test suite with akernel engines (asyncio backend; see
     ``ipp_suite``). Arguments after ``--`` go to pytest, and then only our own
     suite runs."""
+    # tests/test_mpi_cluster.py starts engines with Open MPI's mpiexec.
+    _apt_install(session, {"openmpi-bin": "mpiexec"})
     session.install("-e", ".[test]")
     _install_kernelspecs(session)
     session.run("pytest", "-n", WORKERS, "--dist", "loadfile", *session.posargs)
     if not session.posargs:
         _run_ipp_suite(session, [])
+
+
+@nox.session
+def launchers(session: nox.Session) -> None:
+    """Start akernel engines through ipyparallel's SSH and Slurm launchers, for real.
+
+    Installs Debian's openssh-server, slurm-wlm, munge and openmpi-bin when missing
+    (as root, as on CI), then runs tests/launchers: an sshd on 127.0.0.1 and a
+    one-node Slurm (munged, slurmctld, slurmd) made and stopped by the tests, with
+    docs/parallel.md's configurations, on both backends.
+    """
+    _apt_install(
+        session,
+        {
+            "openssh-server": "/usr/sbin/sshd",
+            "openssh-client": "ssh",
+            "munge": "munged",
+            "slurm-wlm": "slurmctld",
+            "openmpi-bin": "mpiexec",
+        },
+    )
+    session.install("-e", ".[test]")
+    # -s: each test prints what it saw (engine ids, processes, the allreduce).
+    session.run("pytest", "tests/launchers", "-v", "-s", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -48,10 +85,7 @@ def e2e(session: nox.Session) -> None:
     apt-get when missing and running as root; Playwright drives it, so no
     browser is downloaded.
     """
-    if not os.path.exists(CHROMIUM) and shutil.which("apt-get") and os.geteuid() == 0:
-        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
-        session.run("apt-get", "update", external=True, env=apt_env)
-        session.run("apt-get", "install", "-y", "chromium", external=True, env=apt_env)
+    _apt_install(session, {"chromium": CHROMIUM})
     session.install(
         ".",
         # The test finds its way in JupyterLab 4's and ipywidgets 8's pages.
