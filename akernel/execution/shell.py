@@ -21,29 +21,7 @@ from traitlets import Instance, Type
 from .history_db import KernelHistoryManager
 from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
-
-
-class KernelHandle:
-    """``get_ipython().kernel``: what libraries written for ipykernel look up.
-
-    ipywidgets' ``Output`` widget, for one, needs a kernel object and the
-    request being handled to capture output into the widget.
-    """
-
-    def __init__(self, shell: AkernelShell) -> None:
-        self._shell = shell
-
-    # The kernel's task group for work that outlives a cell (set by the kernel).
-    task_group: Any = None
-
-    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
-        return self._shell.get_parent()
-
-    @property
-    def comm_manager(self) -> Any:
-        import comm
-
-        return comm.get_comm_manager()
+from .kernel_api import KernelHandle
 
 
 def release_shell(shell: AkernelShell) -> None:
