@@ -1,10 +1,15 @@
 """The command line: ``akernel launch``, ``akernel install``, ``akernel uninstall``.
 
 ``launch`` is a traitlets application, so kernels are configured the way the
-Jupyter ecosystem expects: ``akernel_config.py`` in the Jupyter config path
+Jupyter ecosystem expects: the IPython profile's ``ipython_config.py`` and
+``ipython_kernel_config.py``, ``akernel_config.py`` (see profile_config.py),
 and ``--Class.trait=value`` flags (``--InteractiveShell.colors=nocolor``,
-``--Kernel.iopub_flush_interval=0.1``). Bad input stops with one line on
-stderr and a non-zero exit.
+``--Kernel.iopub_flush_interval=0.1``). IPython's kernel options
+(``--profile``, ``--profile-dir``, ``--matplotlib``, ``-c``...) mean what they
+mean to ipykernel; what a kernel manager may hand ipykernel and akernel has
+no use for (a file name from ``jupyter run``, port numbers, session options)
+is ignored with a warning. Bad input stops with one line on stderr and a
+non-zero exit.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import os
 import re
 import sys
+from copy import deepcopy
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -24,6 +30,30 @@ from ._version import __version__
 log = logging.getLogger("akernel")
 
 _CLASS_TRAIT = re.compile(r"^--[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(=.*)?$")
+
+# ipykernel's options that mean nothing to akernel: the connection file gives
+# the ports and the key, output always goes to the frontend, and the event
+# loop is chosen with --backend. Options with a value, then flags.
+IGNORED_OPTIONS = {
+    "hb": "the connection file gives the ports",
+    "shell": "the connection file gives the ports",
+    "iopub": "the connection file gives the ports",
+    "stdin": "the connection file gives the ports",
+    "control": "the connection file gives the ports",
+    "ident": "session options come from the connection file",
+    "user": "session options come from the connection file",
+    "keyfile": "the connection file gives the key",
+}
+IGNORED_FLAGS = {
+    "secure": "the connection file gives the key",
+    "no-secure": "the connection file gives the key",
+    "no-stdout": "output always goes to the frontend",
+    "no-stderr": "output always goes to the frontend",
+    "trio-loop": "use --backend trio",
+    "init": "profiles are not copied from IPython's templates",
+    "show-config": "not supported",
+    "show-config-json": "not supported",
+}
 
 
 def log_to_stderr(prefix: str, level: int | str) -> None:
@@ -72,7 +102,24 @@ class LaunchApp(Application):
         " to the kernel is served as it says.",
     ).tag(config=True)
 
+    profile = Unicode(
+        "default", help="IPython profile whose configuration and start-up files to use."
+    ).tag(config=True)
+    ipython_dir = Unicode(
+        "", help="IPython directory holding the profiles (default: $IPYTHONDIR or ~/.ipython)."
+    ).tag(config=True)
+    extra_config_file = Unicode("", help="A config file to load after the profile's.").tag(
+        config=True
+    )
+
+    # IPython's shell options (-c, -m, --ext, --matplotlib, --colors...) are
+    # added by initialize: they configure InteractiveShell and the start-up
+    # code, as in ipykernel.
     aliases = {
+        "profile": "LaunchApp.profile",
+        "profile-dir": "ProfileDir.location",
+        "ipython-dir": "LaunchApp.ipython_dir",
+        "config": "LaunchApp.extra_config_file",
         "f": "LaunchApp.connection_file",
         "connection-file": "LaunchApp.connection_file",
         "backend": "LaunchApp.backend",
@@ -82,6 +129,7 @@ class LaunchApp(Application):
     }
     flags = {
         "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log at DEBUG level."),
+        "quiet": ({"Application": {"log_level": logging.CRITICAL}}, "Log only critical errors."),
         "allow-unsigned": (
             {"LaunchApp": {"allow_unsigned": True}},
             "Accept a connection file with an empty key (unsigned messages).",
@@ -93,16 +141,46 @@ class LaunchApp(Application):
     }
 
     def initialize(self, argv: list[str] | None = None) -> None:
-        _check_launch_args(argv or [], self.aliases, self.flags)
+        # Imported here: IPython is slow to import, and only a kernel needs it.
+        from IPython.core.shellapp import shell_aliases, shell_flags
+
+        self.aliases = {**shell_aliases, **type(self).aliases}
+        self.flags = {**shell_flags, **type(self).flags}
+        argv, ignored = _check_launch_args(argv or [], self.aliases, self.flags)
         super().initialize(argv)
-        if self.extra_args:
-            raise UsageError(f"unexpected argument: {self.extra_args[0]!r}")
+        ignored += [
+            f"ignoring argument {arg!r}: akernel runs no file named on its command line"
+            " (jupyter run sends the file's code to the kernel itself)"
+            for arg in self.extra_args
+        ]
+        command_line = deepcopy(self.config)
+        self._load_profile_config()
+        # Command-line options win over the config files.
+        self.update_config(command_line)
+        log_to_stderr("akernel", self.log_level)
+        for warning in ignored:
+            log.warning(warning)
+
+    def _load_profile_config(self) -> None:
+        """Find the profile, tell the shell where it is, load its config files."""
         from jupyter_core.paths import jupyter_config_path
 
-        self.load_config_file("akernel_config", path=jupyter_config_path())
-        # Command-line flags win over the config file.
-        super().initialize(argv)
-        log_to_stderr("akernel", self.log_level)
+        from .profile_config import ProfileError, load_config_files, resolve_profile_dir
+
+        try:
+            profile_dir = resolve_profile_dir(self.config, self.profile, self.ipython_dir)
+            load_config_files(
+                self,
+                profile_dir,
+                jupyter_paths=jupyter_config_path(),
+                extra_config_file=self.extra_config_file,
+            )
+        except ProfileError as e:
+            raise UsageError(str(e)) from None
+        # The shell and its start-up code take the profile from here.
+        self.config.ProfileDir.location = profile_dir
+        if self.ipython_dir:
+            self.config.InteractiveShell.ipython_dir = os.path.expanduser(self.ipython_dir)
 
     def start(self) -> None:
         import anyio
@@ -114,6 +192,8 @@ class LaunchApp(Application):
         if self.backend == "trio" and find_spec("trio") is None:
             raise UsageError("--backend trio needs trio: pip install 'akernel[trio]'")
         info, path, created = self._connection_info()
+        # Where ipykernel keeps it, and where libraries and %connect_info look.
+        self.config.IPKernelApp.connection_file = os.path.abspath(path)
         made_key = False if created else self._settle_key(info, path)
         # Clients only find what the kernel chose if the file says it.
         rewrite = created or made_key or info.chooses_ports()
@@ -133,6 +213,7 @@ class LaunchApp(Application):
                     startup=StartupCode(config=self.config),
                     # A file of its own has a new key: no earlier kernel used it.
                     replay_guard_file=None if created else _replay_guard_file(info.key),
+                    connection_file=os.path.abspath(path),
                 )
             except ConnectionError_ as e:
                 raise UsageError(str(e)) from None
@@ -222,22 +303,42 @@ def _replay_guard_file(key: str) -> Path | None:
     return guard_file(runtime, key.encode())
 
 
-def _check_launch_args(argv: list[str], aliases: dict, flags: dict) -> None:
-    """Reject what traitlets would only warn about, with a one-line message."""
+def _check_launch_args(argv: list[str], aliases: dict, flags: dict) -> tuple[list[str], list[str]]:
+    """Reject what traitlets would only warn about, with a one-line message.
+    Return the arguments for traitlets, without the ignored ones, and a
+    warning for each ignored one."""
+    kept: list[str] = []
+    warnings: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
         i += 1
+        name, has_value, _ = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name in IGNORED_FLAGS and not has_value:
+            warnings.append(f"ignoring {arg}: {IGNORED_FLAGS[name]}")
+            continue
+        if arg.startswith("-") and name in IGNORED_OPTIONS:
+            if not has_value:
+                if i >= len(argv):
+                    raise UsageError(f"option {arg} needs a value")
+                arg = f"{arg} {argv[i]}"
+                i += 1
+            warnings.append(f"ignoring {arg}: {IGNORED_OPTIONS[name]}")
+            continue
+        kept.append(arg)
         if not arg.startswith("-") or arg == "-":
             continue
         if _CLASS_TRAIT.match(arg):
             if "=" not in arg:
                 if i >= len(argv):
                     raise UsageError(f"option {arg} needs a value")
+                kept.append(argv[i])
                 i += 1
             continue
-        name, has_value, _ = arg.lstrip("-").partition("=")
         if name in ("h", "help", "help-all", "version"):
+            continue
+        if name in flags and name in aliases:
+            # --matplotlib alone, or --matplotlib=inline, as in IPython.
             continue
         if name in flags:
             if has_value:
@@ -247,9 +348,11 @@ def _check_launch_args(argv: list[str], aliases: dict, flags: dict) -> None:
             if not has_value:
                 if i >= len(argv) or (argv[i].startswith("-") and argv[i] != "-"):
                     raise UsageError(f"option {arg} needs a value")
+                kept.append(argv[i])
                 i += 1
             continue
         raise UsageError(f"unknown option: {arg}")
+    return kept, warnings
 
 
 def main(argv: list[str] | None = None) -> None:

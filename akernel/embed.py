@@ -123,6 +123,7 @@ async def serve_kernel(
             config=config,
             user_ns=user_ns,
             user_module=user_module,
+            connection_file=path.resolve(),
             **{**EMBEDDED_DEFAULTS, **traits},
         )
         log.info("embedded kernel: connect with: %s", connect_hint(path, info.uses_curve))

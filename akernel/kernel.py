@@ -24,6 +24,7 @@ from traitlets import Bool, Float, Integer, default
 from traitlets.config import Config, LoggingConfigurable
 
 from .channels import ControlThread, FdCapture, IOPubPublisher, RequestDispatcher, StdinChannel
+from .channels.forked import at_fork
 from .execution import (
     AkernelShell,
     ApplyHandlers,
@@ -44,6 +45,8 @@ from .execution import (
     set_running,
     uninstall_comms,
 )
+from .execution.debugger import install_kernel_pdb
+from .execution.process_end import DeathBySignal
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
 from .transport.replay import PersistentSignatureHistory
 from .wire import Session, digest_for
@@ -124,6 +127,7 @@ class Kernel(LoggingConfigurable):
         control_duties: tuple[Callable[[], Awaitable[None]], ...] = (),
         startup: StartupCode | None = None,
         replay_guard_file: str | os.PathLike[str] | None = None,
+        connection_file: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """``engine``: serve as this ipyparallel engine. ``heartbeat_capture``
@@ -131,9 +135,12 @@ class Kernel(LoggingConfigurable):
         thread's loop (an engine watches the controller's heartbeat there).
         ``startup`` runs in the shell before the first request is served.
         ``replay_guard_file`` keeps the signatures of accepted messages, so
-        that a kernel restarted with the same key refuses them too."""
+        that a kernel restarted with the same key refuses them too.
+        ``connection_file``: where ``info`` was read from or written to, if it
+        was (libraries look it up: see execution/recognition.py)."""
         super().__init__(config=config, **kwargs)
         self.info = info
+        self.connection_file = os.fspath(connection_file) if connection_file else None
         self.sockets = sockets
         self.backend = backend
         self.user_ns = user_ns
@@ -191,6 +198,8 @@ class Kernel(LoggingConfigurable):
             finally:
                 self._stopping = True
         log.info("kernel stopped")
+        # SIGTERM in the middle of a cell: end the process by it (process_end.py).
+        self._death_by_signal.release()
 
     def _start(self, undo: ExitStack) -> tuple[AkernelShell, RequestDispatcher, BackgroundTasks]:
         """Create and start the parts, in order; ``undo`` gets their teardown."""
@@ -236,12 +245,18 @@ class Kernel(LoggingConfigurable):
         if self.engine is not None:
             undo.callback(self._apply.install_data_publisher())
 
+        control_dispatcher = self._control_dispatcher(iopub, interrupts)
+        # Shell request types sent on control run in the shell, reply on control.
+        control_dispatcher.forward_to(shell_dispatcher)
+        # get_ipython().kernel.get_parent("control"): the last control request.
+        shell.kernel.follow_control_requests(control_dispatcher)
         control = ControlThread(
-            self._control_dispatcher(iopub, interrupts),
+            control_dispatcher,
             self.backend,
             duties=((self._watch_parent,) if self.parent_pid else ()) + self.control_duties,
             on_failure=self._stop_after_failure,
         )
+        control_dispatcher.post = control.mailbox.post
         control.start()
         undo.callback(control.stop)
         self._control = control
@@ -255,8 +270,13 @@ class Kernel(LoggingConfigurable):
         undo.callback(setattr, sys, "stderr", saved_streams[1])
         sys.stdout = OutStream("stdout", router, saved_streams[0])
         sys.stderr = OutStream("stderr", router, saved_streams[1])
+        self._death_by_signal = DeathBySignal()
         if self.handle_sigterm and (previous := self._install_sigterm()) is not None:
             undo.callback(signal.signal, signal.SIGTERM, previous)
+            # A forked child (a multiprocessing worker) ends on SIGTERM as usual.
+            undo.callback(at_fork(in_child=lambda: signal.signal(signal.SIGTERM, previous)))
+        # pdb.set_trace() and breakpoint(): a debugger an interrupt ends (debugger.py).
+        undo.callback(install_kernel_pdb())
         if self.propagate_thread_context:
             undo.callback(propagate_context_to_threads())
         if self.capture_sigint:
@@ -293,7 +313,7 @@ class Kernel(LoggingConfigurable):
         dispatcher.post = self._mailbox.post
         stdin = StdinChannel(self.sockets.stdin, self.session)
         stdin.should_stop = lambda: self._stopping
-        handlers = ShellHandlers(
+        handlers = self._shell_handlers = ShellHandlers(
             shell,
             router,
             dispatcher,
@@ -412,6 +432,10 @@ class Kernel(LoggingConfigurable):
             return None
 
         def on_sigterm(signum: int, frame: Any) -> None:
+            if self._interrupts.executing:
+                # Killed mid-cell: no reply, then die of it (process_end.py).
+                self._death_by_signal.note(signum)
+                self._shell_handlers.end_abruptly()
             self.request_stop()
             # User code blocks the loop: interrupt it, right where it is, so
             # that the stop can happen.

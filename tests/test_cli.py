@@ -151,7 +151,85 @@ def test_port_in_use(tmp_path):
         blocker.close()
 
 
+def test_unknown_profile(tmp_path):
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path)}
+    result = run_akernel("launch", "--profile", "nosuch", env=env)
+    assert_one_line_error(result, "profile 'nosuch' not found", str(tmp_path))
+
+
+def test_missing_profile_dir(tmp_path):
+    missing = tmp_path / "absent"
+    result = run_akernel("launch", f"--profile-dir={missing}")
+    assert_one_line_error(result, f"profile directory not found: {missing}")
+
+
+def test_missing_extra_config_file(tmp_path):
+    missing = tmp_path / "absent_config.py"
+    assert_one_line_error(run_akernel("launch", "--config", str(missing)), str(missing))
+
+
+def test_ignored_option_still_needs_its_value():
+    assert_one_line_error(run_akernel("launch", "--hb"), "--hb")
+
+
 # -- launching ------------------------------------------------------------------------------
+
+
+def test_launch_ignores_what_a_manager_may_pass(tmp_path):
+    """ipykernel's options akernel has no use for, and a file name (what
+    ``jupyter run`` passes), are ignored with a warning; IPython's shell
+    options work."""
+    path = write_json(tmp_path / "conn.json", connection_data())
+    kernel = LaunchedKernel(
+        "-f",
+        str(path),
+        "script.py",
+        "--hb=5000",
+        "--ident",
+        "someone",
+        "--no-stdout",
+        "--matplotlib",
+        "-c",
+        "from_c = 1",
+        "--colors=nocolor",
+        log_dir=tmp_path,
+    )
+    try:
+        wait_for(lambda: ports_filled(path), "ports in the connection file", process=kernel.process)
+        client = kernel.connect(path)
+        reply, outputs = execute(client, "print(from_c, get_ipython().colors)")
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert stream_text(outputs) == "1 nocolor\n"
+        assert kernel.shutdown() == 0
+        stderr = kernel.stderr
+        for ignored in ("'script.py'", "--hb=5000", "--ident someone", "--no-stdout"):
+            assert f"ignoring {ignored}" in stderr or f"ignoring argument {ignored}" in stderr
+    finally:
+        kernel.close()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_jupyter_run(tmp_path, backend):
+    """``jupyter run`` hands the script's name to the kernel too, then sends
+    its code: the kernel must survive the name."""
+    from .conftest import kernel_name
+
+    script = tmp_path / "script.py"
+    script.write_text("print('ran', 6 * 7)\n")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("jupyter-run")),
+            f"--kernel={kernel_name(backend)}",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ran 42" in result.stdout, result.stdout + result.stderr
 
 
 def test_launch_without_connection_file(tmp_path):

@@ -362,11 +362,35 @@ def _sorted_lines(cell_id: str) -> Callable[[dict[str, Any]], None]:
     return adjust
 
 
+_PROGRESS_RATE = re.compile(r"\d+(?:\.\d+)?(?=(?:it/s|s/it))")
+_PROGRESS_CLOCK = re.compile(r"\b\d\d:\d\d\b")
+
+
+def _progress_timings(summary: dict[str, Any]) -> None:
+    """Progress bars' rates and clocks (``554.36it/s``, ``00:00``) become
+    ``<rate>``/``<mm:ss>``: they measure the machine, not the kernel."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            if "it/s" not in value and "s/it" not in value:
+                return value
+            return _PROGRESS_CLOCK.sub("<mm:ss>", _PROGRESS_RATE.sub("<rate>", value))
+        if isinstance(value, dict):
+            return {key: scrub(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [scrub(item) for item in value]
+        return value
+
+    for key, value in summary.items():
+        summary[key] = scrub(value)
+
+
 # Per notebook ("*": every notebook): functions applied to both summaries
 # (``ORDER_INSENSITIVE``) or to the reference only (``DELIBERATE_DIFFERENCES``)
 # before comparing.
 ORDER_INSENSITIVE: dict[str, list[Callable[[dict[str, Any]], None]]] = {
     "05_os_output": [_sorted_lines("mixed-levels")],
+    "08_tqdm_rich": [_progress_timings],
 }
 DELIBERATE_DIFFERENCES: dict[str, list[Callable[[dict[str, Any]], None]]] = {
     "*": [_tracebacks_hide_blank_lines],
@@ -422,6 +446,20 @@ MUST_SHOW: dict[str, dict[str, list[str]]] = {
     "07_widgets": {
         "slider": ["application/vnd.jupyter.widget-view+json"],
         "display-widget": ["application/vnd.jupyter.widget-view+json"],
+    },
+    "08_tqdm_rich": {
+        "tqdm-auto": ["application/vnd.jupyter.widget-view+json", "steps"],
+        "tqdm-trange": ["application/vnd.jupyter.widget-view+json", '"6\\n"'],
+        "rich-jupyter": ['"True"'],
+        "rich-print": ["text/html", "font-weight: bold"],
+        "rich-table": ["text/html", "name"],
+    },
+    "09_plotly_pandas": {
+        "plotly-renderer": ["'plotly_mimetype'"],
+        "plotly-show": ["application/vnd.plotly.v1+json"],
+        "pandas-frame": ["text/html", "<table"],
+        "pandas-describe": ["text/html", "mean"],
+        "plotly-express": ["application/vnd.plotly.v1+json"],
     },
 }
 

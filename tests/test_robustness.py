@@ -111,6 +111,8 @@ FAILING_REQUESTS = [
     ("complete_request", {"code": "pri", "cursor_pos": -1}, "ValueError"),
     ("complete_request", {"code": "pri", "cursor_pos": "end"}, "TypeError"),
     ("inspect_request", {"code": "print", "cursor_pos": 2**64}, "ValueError"),
+    # IPython would take minutes on it, answering nothing else meanwhile.
+    ("complete_request", {"code": "x" * 200_000}, "ValueError"),
 ]
 
 
@@ -136,6 +138,11 @@ def test_failing_request_gets_an_error_reply(kernel, kc, msg_type, content, enam
 def test_valid_history_and_completion_still_work(kc):
     run_ok(kc, "robust_name_1 = 1")
     msg_id = request(kc, "shell", "complete_request", {"code": "robust_na", "cursor_pos": 9})
+    [reply] = replies_until(kc, "shell", msg_id)
+    assert "robust_name_1" in reply["content"]["matches"]
+    # A long line elsewhere in the cell does not stop completion on this one.
+    code = "data = '" + "x" * 50_000 + "'\nrobust_na"
+    msg_id = request(kc, "shell", "complete_request", {"code": code, "cursor_pos": len(code)})
     [reply] = replies_until(kc, "shell", msg_id)
     assert "robust_name_1" in reply["content"]["matches"]
     msg_id = request(kc, "shell", "history_request", {"hist_access_type": "tail", "n": 3})

@@ -25,6 +25,10 @@ Ordering (the shell channel, where some request types are *serial*):
   completion and never interleave with each other.
 
 The control channel has no serial types: everything is handled in order.
+A request type control has no handler for but the shell has (execute,
+complete, inspect, history, ...) is handed to the shell dispatcher
+(:meth:`RequestDispatcher.forward_to`): it runs in the main thread, in
+order with the shell's own requests, and its reply goes back on control.
 """
 
 from __future__ import annotations
@@ -104,6 +108,16 @@ class RequestDispatcher:
         self.aborted_metadata: Callable[[Message], dict[str, Any]] = _aborted_metadata
         # Requests being handled that have not been replied to yet (by msg_id).
         self._unanswered: set[str] = set()
+        # Where request types without a handler here go (control: the shell).
+        self._forward_to: RequestDispatcher | None = None
+        # Requests other channels handed in, waiting for the executor; and
+        # the channel each one's reply goes back on (by msg_id).
+        self._handed_in: deque[tuple[Message, bool]] = deque()
+        self._reply_via: dict[str, RequestDispatcher] = {}
+        self._recv_scope: anyio.CancelScope | None = None
+        # Set when the process is dying mid-request (SIGTERM): nothing more
+        # is sent, so that clients see a dead kernel, not a finished request.
+        self.ended = False
 
     def reply(
         self,
@@ -114,8 +128,12 @@ class RequestDispatcher:
         metadata: dict[str, Any] | None = None,
         buffers: list[Any] | None = None,
     ) -> None:
-        """Send a reply to ``parent`` back along the identities it came from."""
+        """Send a reply to ``parent`` back along the identities it came from
+        (on the channel it came from, if another channel handed it in)."""
         self._unanswered.discard(parent.msg_id)
+        if self.ended:
+            return
+        origin = self._reply_via.pop(parent.msg_id, None)
         frames = self.session.serialize(
             msg_type,
             content,
@@ -124,7 +142,42 @@ class RequestDispatcher:
             buffers=buffers,
             identities=parent.identities,
         )
+        if origin is not None:
+            origin.send_from_another_thread(frames)
+            return
         self.socket.send_multipart(frames)
+
+    def send_from_another_thread(self, frames: list[Any]) -> None:
+        """Send on this dispatcher's socket, from a thread that does not own it."""
+        if self.post is None:
+            raise RuntimeError(f"{self.name}: no loop to send a forwarded reply from")
+        self.post(lambda: self.socket.send_multipart(frames))
+
+    def forward_to(self, other: RequestDispatcher) -> None:
+        """Hand the request types ``other`` handles and this one does not to
+        ``other``, which replies on this dispatcher's socket (via ``post``)."""
+        self._forward_to = other
+
+    def hand_in(self, msg: Message, origin: RequestDispatcher) -> None:
+        """Handle ``msg``, received by ``origin``, in order after what this
+        dispatcher has received so far; reply on ``origin`` (any thread)."""
+        if self.post is None:
+            raise RuntimeError(f"{self.name}: cannot take requests from other channels")
+        self._reply_via[msg.msg_id] = origin
+        self.post(lambda: self._take_handed_in(msg))
+
+    def _take_handed_in(self, msg: Message) -> None:
+        self._handed_in.append((msg, False))
+        if self._recv_scope is not None:
+            self._recv_scope.cancel()  # the executor waits on the socket: wake it
+
+    def _forwarded(self, msg: Message) -> bool:
+        """Hand ``msg`` over if it is another dispatcher's to handle."""
+        other = self._forward_to
+        if other is None or msg.msg_type in self.handlers or msg.msg_type not in other.handlers:
+            return False
+        other.hand_in(msg, self)
+        return True
 
     def abort_queued(self) -> None:
         """Answer the abortable requests queued behind this one with ``aborted``.
@@ -145,26 +198,38 @@ class RequestDispatcher:
         self._side_parked.set()
         if not self.serial:
             while True:
-                frames, abort = await self._next_frames()
-                if (msg := self.parse(frames)) is not None:
+                msg, abort = await self._next_request()
+                if msg is not None and not self._forwarded(msg):
                     await self.dispatch(msg, abort=abort)
         self._side_wake = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_while_a_cell_runs)
             await self._execute()
 
-    async def _next_frames(self) -> tuple[list[Any], bool]:
-        if self._abort_waiting:
-            self._take_queue_for_abort()
-        if self._backlog:
-            return self._backlog.popleft()
-        frames = self.socket.recv_multipart_nowait()
-        if frames is not None:
-            return frames, False
-        # Only one task may wait on the socket: the side reader may still be
-        # on its way out of its wait.
-        await self._side_parked.wait()
-        return await self.socket.recv_multipart(), False
+    async def _next_request(self) -> tuple[Message | None, bool]:
+        """The next request (None for a message dropped), and whether to abort it."""
+        while True:
+            if self._abort_waiting:
+                self._take_queue_for_abort()
+            if self._handed_in:
+                return self._handed_in.popleft()
+            if self._backlog:
+                frames, abort = self._backlog.popleft()
+                return self.parse(frames), abort
+            frames = self.socket.recv_multipart_nowait()
+            if frames is not None:
+                return self.parse(frames), False
+            # Only one task may wait on the socket: the side reader may still
+            # be on its way out of its wait.
+            await self._side_parked.wait()
+            if self._handed_in or self._backlog:
+                continue  # came in during that wait
+            frames = None
+            with anyio.CancelScope() as self._recv_scope:
+                frames = await self.socket.recv_multipart()
+            self._recv_scope = None
+            if frames is not None:
+                return self.parse(frames), False
 
     async def _execute(self) -> None:
         """The executor: reads and handles requests itself, one at a time, and
@@ -173,8 +238,8 @@ class RequestDispatcher:
             if self._held is not None:
                 (msg, abort), self._held = self._held, None
             else:
-                frames, abort = await self._next_frames()
-                if (msg := self.parse(frames)) is None:
+                msg, abort = await self._next_request()
+                if msg is None:
                     continue
             if msg.msg_type not in self.serial:
                 self.dispatch_now(msg, abort=abort)
@@ -236,6 +301,7 @@ class RequestDispatcher:
         # did everything ready on the socket.
         if self._held is not None:
             self._held = (self._held[0], True)
+        self._handed_in = deque((msg, True) for msg, _ in self._handed_in)
         while (frames := self.socket.recv_multipart_nowait()) is not None:
             self._backlog.append((frames, True))
 
@@ -332,7 +398,8 @@ class RequestDispatcher:
         if self._abort_requested:
             self._abort_requested = False
             self._take_queue_for_abort()
-        self.iopub.publish_status("idle", msg, wait=self.status_waits)
+        if not self.ended:
+            self.iopub.publish_status("idle", msg, wait=self.status_waits)
 
 
 def _aborted_metadata(msg: Message) -> dict[str, Any]:

@@ -14,6 +14,11 @@ GIL ping-pong. Stream output is buffered per (stream, parent) and sent
 Sends wait while a subscriber's queue is full, but never for long for one that
 has stopped reading: see :mod:`.iopub_flow` for the policy.
 
+In a forked child the publisher is inert: it never touches the socket (the
+parent's) nor waits for locks the parent's threads held at the fork. What
+children print reaches the parent through :attr:`IOPubPublisher.children`
+(see :mod:`.forked`), which the flusher thread reads.
+
 The flusher thread also watches the socket for new subscriptions and answers
 each with ``iopub_welcome`` (JEP 65). ZeroMQ's socket FD is edge-triggered, so
 after every send under the lock we check ``zmq.EVENTS`` for subscriptions a
@@ -36,6 +41,7 @@ import zmq
 
 from ..transport.frames import has_input
 from ..wire import Message, Session
+from .forked import ChildOutputPipe, at_fork
 from .iopub_flow import StallAwareSender
 
 log = logging.getLogger("akernel.iopub")
@@ -92,6 +98,13 @@ class IOPubPublisher:
         # Called (on the flusher thread) if it cannot go on: output would be lost.
         self.on_failure: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="akernel-iopub", daemon=True)
+        # Output of forked children; its owner sets ``children.on_output``.
+        self.children = ChildOutputPipe(lambda name, text, tag: self.write_stream(name, text, None))
+        # Called before each fork (in the forking thread) and in each forked
+        # child, after this publisher has made itself inert there.
+        self.before_fork: list[Callable[[], None]] = []
+        self.in_forked_child: list[Callable[[], None]] = []
+        self._remove_fork_hooks: Callable[[], None] = lambda: None
 
     # -- any thread ------------------------------------------------------
 
@@ -151,7 +164,7 @@ class IOPubPublisher:
 
     def write_stream(self, name: str, text: str, parent: Message | None) -> None:
         """Append ``text`` to stream ``name`` ("stdout"/"stderr") for ``parent``."""
-        if not text:
+        if not text or self._closed:
             return
         with self._lock:
             batch = self._batch
@@ -262,13 +275,31 @@ class IOPubPublisher:
         self._readers[fd] = on_readable
 
     def start(self) -> None:
+        self._remove_fork_hooks = at_fork(before=self._before_fork, in_child=self._after_fork)
         self._thread.start()
+
+    def _before_fork(self) -> None:
+        for hook in self.before_fork:
+            hook()
+
+    def _after_fork(self) -> None:
+        """In a forked child: never touch the parent's socket, and forget the
+        state of the parent's threads (a lock one of them held stays held)."""
+        self._closed = True
+        self._stopping = True
+        self._lock = threading.Lock()
+        self._batch = None
+        self._handed_over = deque()
+        for hook in self.in_forked_child:
+            hook()
 
     def stop(self) -> None:
         """Send what is still buffered, then end the flusher thread."""
+        self._remove_fork_hooks()
         self._stopping = True
         self._wake()
         self._thread.join(timeout=10)
+        self.children.drain()
         with self._lock:
             self._send_handed_over()
             if self._batch is not None:
@@ -276,11 +307,12 @@ class IOPubPublisher:
             self._closed = True
         os.close(self._wake_read)
         os.close(self._wake_write)
+        self.children.close()
 
     def _run(self) -> None:
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        watched = [self._socket_fd, self._wake_read, *self._readers]
+        watched = [self._socket_fd, self._wake_read, self.children.read_fd, *self._readers]
         timeout: float | None = None
         failures = 0
         while not self._stopping:
@@ -312,6 +344,8 @@ class IOPubPublisher:
         for fd in readable:
             if fd in readers:
                 readers[fd]()
+        if self.children.read_fd in readable:
+            self.children.drain()
         with self._lock:
             self._send_handed_over()
             if self._socket_fd in readable or has_input(self.socket):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import comm
@@ -10,6 +11,26 @@ from comm.base_comm import BaseComm, CommManager
 from ..wire import Message
 from .io import OutputRouter
 from .output_captures import OutputCaptures
+from .recognition import recognise_running_kernel
+
+
+def publish_comm_msg(
+    comm: BaseComm,
+    msg_type: str,
+    data: dict | None = None,
+    metadata: dict | None = None,
+    buffers: list | None = None,
+    **keys: Any,
+) -> bool:
+    """Publish ``comm``'s message on IOPub; False when no kernel is running here."""
+    router = KernelComm.router
+    if router is None:
+        return False
+    if KernelComm.output_captures is not None:
+        KernelComm.output_captures.note_published(msg_type, data)
+    content = {"data": data or {}, "comm_id": comm.comm_id, **keys}
+    router.publish(msg_type, content, metadata=metadata, buffers=buffers)
+    return True
 
 
 class KernelComm(BaseComm):
@@ -26,12 +47,7 @@ class KernelComm(BaseComm):
         buffers: list | None = None,
         **keys: Any,
     ) -> None:
-        if self.router is None:
-            return
-        if self.output_captures is not None:
-            self.output_captures.note_published(msg_type, data)
-        content = {"data": data or {}, "comm_id": self.comm_id, **keys}
-        self.router.publish(msg_type, content, metadata=metadata, buffers=buffers)
+        publish_comm_msg(self, msg_type, data, metadata, buffers, **keys)
 
 
 class KernelCommManager(CommManager):
@@ -47,7 +63,9 @@ class KernelCommManager(CommManager):
 
 
 def install_comms(router: OutputRouter) -> KernelCommManager:
-    """Make ``comm.create_comm``/``get_comm_manager`` use this kernel."""
+    """Make ``comm.create_comm``/``get_comm_manager`` use this kernel, and make
+    the kernel recognisable to code written for ipykernel (see
+    ``recognition.py``; its ``ipykernel.comm.Comm`` publishes here too)."""
     manager = KernelCommManager(OutputCaptures())
     KernelComm.router = router
     KernelComm.output_captures = manager.output_captures
@@ -57,7 +75,17 @@ def install_comms(router: OutputRouter) -> KernelCommManager:
 
     comm.create_comm = create_comm
     comm.get_comm_manager = lambda: manager
+    global _unrecognise
+    _unrecognise = recognise_running_kernel()
     return manager
+
+
+def _nothing_to_undo() -> None:
+    pass
+
+
+# Undoes what ``install_comms`` did for library recognition.
+_unrecognise: Callable[[], None] = _nothing_to_undo
 
 
 def uninstall_comms() -> None:
@@ -65,8 +93,11 @@ def uninstall_comms() -> None:
 
     (Widgets close their comms when garbage collected, also at exit.)
     """
+    global _unrecognise
     KernelComm.router = None
     KernelComm.output_captures = None
+    undo, _unrecognise = _unrecognise, _nothing_to_undo
+    undo()
 
 
 def as_comm_msg(msg: Message) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.core.error import StdinNotImplementedError
 from IPython.utils.tokenutil import token_at_cursor
@@ -104,6 +105,11 @@ class ShellHandlers:
             result = await self._run_cell(code, store_history=store_history, silent=silent, msg=msg)
         finally:
             self.router.silenced.discard(msg.msg_id)
+        if self.dispatcher.ended:
+            # The process is being killed (see process_end): no reply; what
+            # the cell printed goes out now, before the sockets close.
+            self.router.iopub.flush()
+            return
 
         if result.success:
             reply: dict[str, Any] = {"status": "ok"}
@@ -135,6 +141,14 @@ class ShellHandlers:
         # sends all its executes silent, and expects each to run).
         if reply["status"] == "error" and stop_on_error and not silent:
             self.dispatcher.abort_queued()
+        if shell.exit_now:
+            # exit() or quit() in the cell: the kernel ends, as ipykernel's does
+            # (exit(keep_kernel=True) does not set exit_now); a moment after the
+            # reply, which clients that check whether the kernel is alive before
+            # reading it (jupyter_console) must still find.
+            shell.exit_now = False
+            await anyio.sleep(EXIT_GRACE)
+            self.on_shutdown(msg)
 
     async def _run_cell(self, code: str, *, store_history: bool, silent: bool, msg: Message):
         shell = self.shell
@@ -186,6 +200,9 @@ class ShellHandlers:
         return self._request_input(prompt, password=True)
 
     def _request_input(self, prompt: str, *, password: bool) -> str:
+        if self.router.forked_child:
+            # The stdin socket is the parent's: a child must not touch it.
+            raise StdinNotImplementedError("input is not available in a forked child process")
         if not self._allow_stdin:
             raise StdinNotImplementedError(
                 "input was called, but this frontend does not support input requests"
@@ -195,10 +212,18 @@ class ShellHandlers:
         self.router.iopub.flush()
         return self.stdin.request_input(prompt, parent, password=password)
 
+    def end_abruptly(self) -> None:
+        """The process is being killed in the middle of a request (from a
+        signal handler): publish nothing more than what is printed, reply to
+        nothing, so that clients see a dead kernel rather than an interrupted cell."""
+        self.dispatcher.ended = True
+        self.router.ending = True
+
     # -- introspection --------------------------------------------------------
 
     def complete_request(self, msg: Message) -> None:
         code, cursor_pos = _code_and_cursor(msg.content)
+        _check_line_completable(code, cursor_pos)
         with provisionalcompleter():
             raw = self.shell.Completer.completions(code, cursor_pos)
             completions = list(rectify_completions(code, raw))
@@ -333,6 +358,26 @@ def _code_and_cursor(content: dict[str, Any]) -> tuple[str, int]:
     if not 0 <= cursor_pos <= len(code):
         raise ValueError(f"cursor_pos {cursor_pos} is outside the code (0 to {len(code)})")
     return code, cursor_pos
+
+
+# Seconds between the reply to a cell that called exit() and the kernel's end.
+EXIT_GRACE = 1.0
+
+# IPython's completer takes time quadratic in the length of the cursor's line
+# (1 s at 20,000 characters, a minute at 100,000), and the kernel answers
+# nothing else meanwhile; nobody completes in such a line.
+MAX_COMPLETION_LINE = 10_000
+
+
+def _check_line_completable(code: str, cursor_pos: int) -> None:
+    start = code.rfind("\n", 0, cursor_pos) + 1
+    end = code.find("\n", cursor_pos)
+    length = (len(code) if end < 0 else end) - start
+    if length > MAX_COMPLETION_LINE:
+        raise ValueError(
+            f"the cursor's line is {length:,} characters long: completion is offered in"
+            f" lines of up to {MAX_COMPLETION_LINE:,}"
+        )
 
 
 # History is in SQLite, whose integers are signed 64-bit.

@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 from IPython.core.interactiveshell import InteractiveShell
 
+from ..channels.forked import at_fork
 from ..transport import Mailbox
 from ..transport.frames import defer_until_complete
 
@@ -96,11 +97,21 @@ class InterruptController:
             return
         self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         self._installed = True
+        self._remove_fork_hook = at_fork(in_child=self._in_forked_child)
 
     def uninstall(self) -> None:
         if self._installed:
+            self._remove_fork_hook()
             signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
             self._installed = False
+
+    def _in_forked_child(self) -> None:
+        """A forked child (a multiprocessing worker, say) has no kernel to
+        interrupt: Ctrl-C there is plain Python's KeyboardInterrupt."""
+        self.executing = False
+        self._installed = False
+        self._main_thread_id = threading.get_ident()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _raise_in_user_code(self) -> None:
         if self.executing and _user_code_on_stack(sys._getframe(1)):

@@ -14,14 +14,18 @@ from importlib.util import find_spec
 from typing import Any
 
 import anyio
+from IPython.core.autocall import ZMQExitAutocall
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.profiledir import ProfileDir
 from traitlets import Any as AnyTrait
-from traitlets import Instance, Type
+from traitlets import Instance, Type, default
 
 from .history_db import KernelHistoryManager
 from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
-from .kernel_api import KernelHandle
+from .kernel_api import KernelHandle, ThreadParents
+from .kernel_magics import LOOPLESS_GUIS, KernelMagics, unsupported_gui_message
 
 
 def release_shell(shell: AkernelShell) -> None:
@@ -37,7 +41,7 @@ def release_shell(shell: AkernelShell) -> None:
     AkernelShell.clear_instance()
 
 
-class AkernelShell(InteractiveShell):
+class ZMQInteractiveShell(ThreadParents, InteractiveShell):
     """The execution engine: magics, display, history, completion, inspection."""
 
     displayhook_class = Type(KernelDisplayHook)
@@ -49,6 +53,28 @@ class AkernelShell(InteractiveShell):
     last_error: dict[str, Any] | None = None
     keepkernel_on_exit = False
     _last_error_value: BaseException | None = None
+
+    # ``exit(keep_kernel=True)``: leave the kernel running when the frontend quits.
+    exiter = Instance(ZMQExitAutocall)
+
+    @default("exiter")
+    def _default_exiter(self) -> ZMQExitAutocall:
+        return ZMQExitAutocall(self)
+
+    def init_profile_dir(self, profile_dir: ProfileDir | None) -> None:
+        # The launcher puts ``--profile``/``--profile-dir`` in the config as
+        # ``ProfileDir.location`` (as IPython's applications do), and has
+        # checked that it exists.
+        if profile_dir is None and "ProfileDir" in self.config:
+            location = self.config.ProfileDir.get("location")
+            if location:
+                profile_dir = ProfileDir.create_profile_dir(str(location), self.config)
+        super().init_profile_dir(profile_dir)
+
+    def init_magics(self) -> None:
+        super().init_magics()
+        self.register_magics(KernelMagics)
+        self.magics_manager.register_alias("ed", "edit")
 
     def init_environment(self) -> None:
         super().init_environment()
@@ -68,6 +94,13 @@ class AkernelShell(InteractiveShell):
     # ``!cmd`` output is read from a pipe and written to sys.stdout, so it
     # reaches the frontend instead of the kernel's terminal.
     system = InteractiveShell.system_piped
+
+    @property
+    def debugger_cls(self) -> type:
+        # %debug and post-mortem debugging: the kernel's debugger (debugger.py).
+        from .debugger import KernelPdb
+
+        return KernelPdb
 
     kernel = AnyTrait(None, allow_none=True)
 
@@ -139,8 +172,9 @@ class AkernelShell(InteractiveShell):
         self.payload_manager.write_payload({"source": "page", "data": bundle, "start": start})
 
     def set_next_input(self, text: str, replace: bool = False) -> None:
+        # One payload per cell, the last call's: frontends act on one only.
         self.payload_manager.write_payload(
-            {"source": "set_next_input", "text": text, "replace": replace}, single=False
+            {"source": "set_next_input", "text": text, "replace": replace}
         )
 
     def ask_exit(self) -> None:
@@ -150,8 +184,16 @@ class AkernelShell(InteractiveShell):
         )
 
     def enable_gui(self, gui: str | None = None) -> None:
-        if gui not in (None, "inline"):
-            raise NotImplementedError(f"GUI event loop integration ({gui!r}) is not supported")
+        """Accept the GUI names that need no event loop (inline, nbagg,
+        webagg, widgets); refuse the others with a message saying what works."""
+        if gui in LOOPLESS_GUIS:
+            self.active_eventloop = gui
+            return
+        # enable_matplotlib recorded the choice before asking us: forget it, or
+        # a later ``%matplotlib notebook`` would be turned back into this one.
+        if self.pylab_gui_select == gui:
+            self.pylab_gui_select = None
+        raise UsageError(unsupported_gui_message(str(gui)))
 
     # -- async cells and interrupts ----------------------------------------
 
@@ -178,3 +220,7 @@ class AkernelShell(InteractiveShell):
         if not interrupts.cell_scope.cancel_called:
             return False
         return isinstance(value, anyio.get_cancelled_exc_class())
+
+
+# The class is named as ipykernel's, which libraries look for (see recognition.py).
+AkernelShell = ZMQInteractiveShell

@@ -1,7 +1,11 @@
 """Code that runs before a kernel serves its first request.
 
 The same start-up code as IPython's terminal and ipykernel run, with the same
-options, read from the same config section (``c.InteractiveShellApp``):
+options, read from the same config sections (``c.InteractiveShellApp``, and
+``c.IPKernelApp`` as ipykernel's application is one):
+
+* ``''`` in ``sys.path``, so that modules in the working directory (after a
+  ``%cd`` too) can be imported;
 
 * ``$PYTHONSTARTUP`` and the profile's ``startup/*.py`` and ``*.ipy`` files;
 * ``exec_lines`` and ``exec_files``;
@@ -16,11 +20,12 @@ application would (a log, the profile, the shell).
 from __future__ import annotations
 
 import sys
+from copy import deepcopy
 from typing import Any
 
 from IPython.core.profiledir import ProfileDir
 from IPython.core.shellapp import InteractiveShellApp
-from traitlets.config import LoggingConfigurable
+from traitlets.config import Config, LoggingConfigurable
 
 from .shell import AkernelShell
 
@@ -30,6 +35,9 @@ class StartupCode(InteractiveShellApp, LoggingConfigurable):
 
     def __init__(self, *, profile_dir: ProfileDir | None = None, **kwargs: Any) -> None:
         """``profile_dir``: whose ``startup/`` to run (the shell's by default)."""
+        config = kwargs.get("config")
+        if config is not None and "IPKernelApp" in config:
+            kwargs["config"] = _with_kernel_app_section(config)
         super().__init__(**kwargs)
         self._profile_dir = profile_dir
         # What InteractiveShellApp expects of the application it is mixed into.
@@ -47,6 +55,7 @@ class StartupCode(InteractiveShellApp, LoggingConfigurable):
         """Run it all in ``shell``, in IPython's order. Errors are shown (and
         logged) and the kernel goes on, as ipykernel does."""
         self.shell = shell
+        self.init_path()
         self.init_gui_pylab()
         self.init_extensions()
         self.init_code()
@@ -54,3 +63,18 @@ class StartupCode(InteractiveShellApp, LoggingConfigurable):
     def exit(self, status: int = 0) -> None:
         # Only called when ``interact`` is false, which a kernel never is.
         sys.exit(status)
+
+
+def _with_kernel_app_section(config: Config) -> Config:
+    """``config`` with what its ``IPKernelApp`` section says about start-up
+    code (``exec_lines``, ``extensions``, ``matplotlib``...) applied to
+    StartupCode, above ``InteractiveShellApp``, as it is in ipykernel.
+    The section's other settings (the connection file...) are not ours."""
+    names = set(InteractiveShellApp.class_trait_names(config=True))
+    section = config.IPKernelApp
+    ours = {name: deepcopy(value) for name, value in section.items() if name in names}
+    if not ours:
+        return config
+    merged = deepcopy(config)
+    merged.StartupCode.merge(Config(ours))
+    return merged
