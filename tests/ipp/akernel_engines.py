@@ -34,6 +34,7 @@ Options:
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -78,6 +79,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config._ipp_engine_cmd = list(launcher.ipengine_cmd_argv)  # type: ignore[attr-defined]
     if config.getoption("ipp_hang_timeout") > 0:
         signal.signal(signal.SIGUSR2, _hang_handler)
+    # test_mpi starts its controller and engines with mpiexec: more ranks than this
+    # machine's two cores, and, as root (CI), Open MPI wants to be told twice.
+    os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    if os.geteuid() == 0:
+        os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # test_slurm is written for ipyparallel's own Slurm test cluster (containers that
+    # share /data); where sbatch exists without it, every test fails in setup.
+    # akernel engines under a real Slurm: tests/launchers (nox -s launchers).
+    skip = pytest.mark.skip(reason="needs ipyparallel's Slurm test cluster (its /data share)")
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and module.__name__ == "ipyparallel.tests.test_slurm":
+            item.add_marker(skip)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
