@@ -97,6 +97,7 @@ def e2e(session: nox.Session) -> None:
         "pytest",
         "pytest-timeout",
         "sniffio",
+        "tqdm",
         "trio",
     )
     _install_kernelspecs(session)

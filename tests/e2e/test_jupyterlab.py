@@ -83,6 +83,25 @@ def test_widget(notebook: Notebook) -> None:
         assert moves == sorted(moves) and set(moves) <= {4, 5, 6}, f"seen == {seen}"
 
 
+def test_tqdm_auto_widget_bar(notebook: Notebook) -> None:
+    with notebook.step("tqdm"):
+        # tqdm.auto recognises a Jupyter kernel: a widget progress bar, not text on stderr.
+        cell = notebook.run("from tqdm.auto import tqdm; total = sum(1 for _ in tqdm(range(40)))")
+        expect(cell.locator(".widget-hprogress")).to_have_count(1)
+        expect(notebook.outputs(cell)).to_contain_text("40/40")
+        stderr = cell.locator('[data-mime-type="application/vnd.jupyter.stderr"]')
+        expect(stderr).to_have_count(0)
+
+
+def test_connect_info(notebook: Notebook) -> None:
+    with notebook.step("connect_info"):
+        cell = notebook.run("%connect_info")
+        output = notebook.outputs(cell)
+        expect(output).to_contain_text('"shell_port"')
+        expect(output).to_contain_text("--existing")
+        expect(output).to_contain_text('"key"')
+
+
 def test_interrupt(notebook: Notebook) -> None:
     with notebook.step("interrupt"):
         # The printed line shows that the cell is running, so the interrupt
