@@ -141,6 +141,9 @@ _CELL_FILE = re.compile(
 )
 # Display ids, widget model ids and comm ids: uuid4 hex, random per run.
 _RANDOM_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
+# jupyter_client's message ids, ``<session>_<pid>_<n>``: an Output widget's state
+# holds the id of the request whose output it captures.
+_CLIENT_MSG_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{8}-[0-9a-f]{24}_\d+_\d+")
 
 
 class Normaliser:
@@ -151,7 +154,8 @@ class Normaliser:
     - ``%time`` measurements become ``<elapsed>``;
     - the file name a cell is compiled under becomes ``<cell>``: akernel
       keeps IPython's, ipykernel names cells after temporary files;
-    - random 32-digit hex ids (display ids, widget model and comm ids) become
+    - random 32-digit hex ids (display ids, widget model and comm ids) and
+      jupyter_client's message ids (in an Output widget's state) become
       ``<id-N>``, N counting distinct ids in order of appearance in the run, so
       which output refers to which id is still compared;
     - image data is checked to decode to an image of its MIME type, then
@@ -171,6 +175,7 @@ class Normaliser:
         text = _ADDRESS.sub("0x?", text)
         text = _TIMING.sub(r"\1: <elapsed>", text)
         text = _CELL_FILE.sub("<cell>", text)
+        text = _CLIENT_MSG_ID.sub(self._id, text)
         return _RANDOM_ID.sub(self._id, text)
 
     def _id(self, match: re.Match) -> str:
