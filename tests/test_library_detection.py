@@ -11,27 +11,14 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from .utils import TIMEOUT, collect_iopub, execute, msg_types, stream_text, user_value
-
-for _package in ("tqdm", "rich", "plotly", "bokeh", "pyviz_comms", "ipykernel", "ipywidgets"):
-    pytest.importorskip(_package, reason=f"{_package} is in akernel's test extra")
+from .utils import TIMEOUT, collect_iopub, execute, msg_types, printed, stream_text, user_value
+from .utils import run_ok as run
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-
-
-def run(kc: BlockingKernelClient, code: str) -> list[dict]:
-    reply, outputs = execute(kc, code)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return outputs
-
-
-def printed(kc: BlockingKernelClient, code: str) -> str:
-    return stream_text(run(kc, code))
 
 
 def test_the_shell_looks_like_a_jupyter_kernels(

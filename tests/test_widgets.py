@@ -22,23 +22,14 @@ from .utils import (
     get_reply,
     iopub_until_idle,
     is_idle_of,
+    printed,
     stream_text,
     wait_for_stream,
 )
+from .utils import run_ok as run
 
 WIDGET_TARGET = "jupyter.widget"
 VIEW_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-def run(kc: BlockingKernelClient, code: str) -> list[dict]:
-    """Execute ``code`` successfully; return its IOPub messages."""
-    reply, outputs = execute(kc, code)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return outputs
-
-
-def printed(kc: BlockingKernelClient, code: str) -> str:
-    return stream_text(run(kc, code))
 
 
 def opened(outputs: list[dict], model_name: str) -> list[dict]:

@@ -67,6 +67,11 @@ def run_ok(kc: BlockingKernelClient, code: str) -> list[dict]:
     return outputs
 
 
+def printed(kc: BlockingKernelClient, code: str) -> str:
+    """Execute ``code``, which must succeed; the text it printed."""
+    return stream_text(run_ok(kc, code))
+
+
 def wait_for_stream(kc: BlockingKernelClient, msg_id: str, text: str) -> list[dict]:
     """IOPub messages up to the stream output containing ``text`` of request ``msg_id``."""
     seen: list[dict] = []

@@ -13,7 +13,19 @@ from __future__ import annotations
 import codecs
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+
+def available_chunks(fd: int) -> Iterator[bytes]:
+    """What can be read from the non-blocking ``fd`` now, chunk by chunk."""
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        yield data
 
 
 class FdCapture:
@@ -37,13 +49,7 @@ class FdCapture:
         with self._lock:
             if self._closed:
                 return
-            while True:
-                try:
-                    data = os.read(self.read_fd, 1 << 16)
-                except BlockingIOError:
-                    return
-                if not data:
-                    return
+            for data in available_chunks(self.read_fd):
                 text = self._decoder.decode(data)
                 if text:
                     self.on_text(text)

@@ -27,6 +27,8 @@ import struct
 import threading
 from collections.abc import Callable
 
+from .fdcapture import available_chunks
+
 log = logging.getLogger("akernel.forked")
 
 _HEADER = struct.Struct("!BHI")
@@ -130,13 +132,7 @@ class ChildOutputPipe:
         with self._lock:
             if self._closed:
                 return
-            while True:
-                try:
-                    data = os.read(self.read_fd, 1 << 16)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
+            for data in available_chunks(self.read_fd):
                 self._pending += data
             self._pending = self._deliver(self._pending)
 

@@ -24,7 +24,7 @@ from traitlets import Instance, Type, default
 from .history_db import KernelHistoryManager
 from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
-from .kernel_api import KernelHandle, ThreadParents
+from .kernel_api import KernelHandle, ThreadParents, message_dict
 from .kernel_magics import LOOPLESS_GUIS, KernelMagics, unsupported_gui_message
 
 
@@ -115,17 +115,7 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
 
     def get_parent(self) -> dict[str, Any]:
         """The request being handled, as a message dict (empty if none)."""
-        msg = self.router.parent() if self.router is not None else None
-        if msg is None:
-            return {}
-        return {
-            "header": msg.header,
-            "parent_header": msg.parent_header,
-            "metadata": msg.metadata,
-            "content": msg.content,
-            "msg_id": msg.msg_id,
-            "msg_type": msg.msg_type,
-        }
+        return message_dict(self.router.parent() if self.router is not None else None)
 
     def set_parent(self, parent: dict[str, Any]) -> None:
         """Accepted for compatibility: the parent of output is contextual here."""

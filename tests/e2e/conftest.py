@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ..collection import collected_only_when_named
 from .lab import UI_TIMEOUT_MS, LabServer, Notebook
 
 if TYPE_CHECKING:
@@ -36,19 +37,7 @@ CHROMIUM_ARGS = [
 KERNELS = ["akernel", "akernel-trio"]
 
 
-def _named_on_command_line(config: pytest.Config) -> bool:
-    """Whether a path given to pytest is this directory or inside it."""
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.suffix == ".py" and not _named_on_command_line(config):
-        return True
-    return None
+pytest_ignore_collect = collected_only_when_named(HERE)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ..collection import collected_only_when_named
 from .daemons import SlurmCluster, SSHServer, slurm, sshd
 
 HERE = Path(__file__).resolve().parent
@@ -29,19 +30,7 @@ NEEDED = {
 }
 
 
-def _named_on_command_line(config: pytest.Config) -> bool:
-    """Whether a path given to pytest is this directory or inside it."""
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.suffix == ".py" and not _named_on_command_line(config):
-        return True
-    return None
+pytest_ignore_collect = collected_only_when_named(HERE)
 
 
 def _require(*commands: str) -> None:
