@@ -88,15 +88,20 @@ def test_stalled_subscriber_holds_nobody_up(kernel, kc, stalled):
     )
 
 
-@pytest.fixture
-def lenient_kernel(backend):
-    """A kernel that waits a minute for a client that stopped reading: on a loaded
-    machine the test's slow reader may not be scheduled for the default 2 s."""
-    km, kc = start_kernel(backend, extra_arguments=["--Kernel.iopub_stall_timeout=60"])
+def kernel_with_stall_timeout(backend: str, seconds: float) -> Iterator[tuple]:
+    """A kernel (and its client) with ``Kernel.iopub_stall_timeout`` set, stopped after."""
+    km, kc = start_kernel(backend, extra_arguments=[f"--Kernel.iopub_stall_timeout={seconds}"])
     try:
         yield km, kc
     finally:
         stop_kernel(km, kc)
+
+
+@pytest.fixture
+def lenient_kernel(backend):
+    """A kernel that waits a minute for a client that stopped reading: on a loaded
+    machine the test's slow reader may not be scheduled for the default 2 s."""
+    yield from kernel_with_stall_timeout(backend, 60)
 
 
 def test_slow_reader_loses_nothing(lenient_kernel):
@@ -148,11 +153,7 @@ def test_stalled_subscriber_memory_is_bounded(kernel, kc, stalled):
 def patient_kernel(backend):
     """A kernel that waits 15 s for a client that stopped reading before it
     leaves it behind: long enough to see who else waits meanwhile."""
-    km, kc = start_kernel(backend, extra_arguments=["--Kernel.iopub_stall_timeout=15"])
-    try:
-        yield km, kc
-    finally:
-        stop_kernel(km, kc)
+    yield from kernel_with_stall_timeout(backend, 15)
 
 
 def test_control_answers_while_iopub_waits(patient_kernel):
