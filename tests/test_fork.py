@@ -49,6 +49,57 @@ assert wait_child(pid) == 0
     assert stream_text(outputs, "stderr") == "child stderr\n"
 
 
+def test_child_output_comes_before_what_the_parent_shows_after_waiting(kc) -> None:
+    """The child printed, the parent waited for it, then showed a result: the
+    child's line arrives first (it used to race the result, now and then)."""
+    code = """
+pid = os.fork()
+if pid == 0:
+    print("from the child")
+    os._exit(0)
+assert wait_child(pid) == 0
+'shown after'
+"""
+    for _ in range(20):
+        reply, outputs = execute(kc, code)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        kinds = [m["msg_type"] for m in outputs if m["msg_type"] in ("stream", "execute_result")]
+        assert kinds == ["stream", "execute_result"], kinds
+
+
+def test_publish_sends_waiting_child_output_first() -> None:
+    """In-process, with no flusher thread to read the pipe: a message published
+    after a forked child wrote goes out after the child's output, not before."""
+    import zmq
+
+    from akernel.channels.iopub import IOPubPublisher
+    from akernel.wire import Session
+
+    context = zmq.Context()
+    xpub = context.socket(zmq.XPUB)
+    xpub.bind("inproc://iopub-order")
+    sub = context.socket(zmq.SUB)
+    sub.connect("inproc://iopub-order")
+    sub.subscribe(b"")
+    assert xpub.poll(5_000), "the subscription never arrived"
+    xpub.recv()
+    session = Session(b"key")
+    publisher = IOPubPublisher(xpub, session)
+    try:
+        publisher._before_fork()  # what os.fork() runs in the kernel: a child may write now
+        publisher.children.write("stdout", "from the child\n", "")
+        publisher.publish("execute_result", {"data": {"text/plain": "1"}, "metadata": {}})
+        received = []
+        while sub.poll(1_000):
+            received.append(session.deserialize(sub.recv_multipart()[1:]).msg_type)
+        assert received == ["stream", "execute_result"]
+    finally:
+        publisher.children.close()
+        sub.close(linger=0)
+        xpub.close(linger=0)
+        context.term()
+
+
 def test_multiprocessing_print(kc) -> None:
     """ipykernel's test_subprocess_print."""
     code = """

@@ -485,3 +485,34 @@ def test_header_with_shallow_structure_is_accepted():
     ours = Session(KEY)
     msg = ours.deserialize(signed(ours, good_header(extra={"a": [1, {"b": [2]}]})))
     assert msg.header["extra"] == {"a": [1, {"b": [2]}]}
+
+
+def test_deep_nesting_is_judged_the_same_in_every_thread() -> None:
+    """Frames the stdlib decodes (here: a 20-digit integer) are accepted up to a fixed
+    depth, whatever stack the decoding thread has left (it once depended on it)."""
+    import threading
+
+    from akernel.wire import jsonutil
+
+    def frame(depth: int) -> bytes:
+        return ('{"n": 12345678901234567890, "v": ' + "[" * depth + "]" * depth + "}").encode()
+
+    def judge(depth: int) -> bool:
+        try:
+            jsonutil.loads(frame(depth))
+        except ValueError:
+            return False
+        return True
+
+    def judge_deep_in_the_stack(depth: int, frames_left: int) -> bool:
+        return judge_deep_in_the_stack(depth, frames_left - 1) if frames_left else judge(depth)
+
+    depths = [jsonutil.MAX_NESTING - 1, jsonutil.MAX_NESTING + 2, 990]
+    expected = [True, False, False]
+    assert [judge(d) for d in depths] == expected
+    assert [judge_deep_in_the_stack(d, 150) for d in depths] == expected
+    in_thread: list[bool] = []
+    worker = threading.Thread(target=lambda: in_thread.extend(judge(d) for d in depths))
+    worker.start()
+    worker.join()
+    assert in_thread == expected

@@ -105,6 +105,9 @@ class IOPubPublisher:
         self.before_fork: list[Callable[[], None]] = []
         self.in_forked_child: list[Callable[[], None]] = []
         self._remove_fork_hooks: Callable[[], None] = lambda: None
+        # Whether this process has forked since the kernel started: only then can
+        # a child's output be waiting in the pipe (see publish).
+        self._has_forked = False
 
     # -- any thread ------------------------------------------------------
 
@@ -127,6 +130,10 @@ class IOPubPublisher:
         """
         if self._closed:
             return
+        if wait and self._has_forked:
+            # What a child printed before the parent went on (it waited for the
+            # child, say) comes before this message, not after it.
+            self.children.drain()
         frames = self.session.serialize(
             msg_type,
             content,
@@ -279,6 +286,7 @@ class IOPubPublisher:
         self._thread.start()
 
     def _before_fork(self) -> None:
+        self._has_forked = True
         for hook in self.before_fork:
             hook()
 

@@ -85,6 +85,35 @@ def loads(data: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass  # maybe what the stdlib accepts (NaN, 1e400, invalid UTF-8)
     try:
-        return json.loads(data.decode("utf-8", "replace"))
+        value = json.loads(data.decode("utf-8", "replace"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    # The stdlib's limit is the caller's remaining stack, which differs from
+    # thread to thread: a fixed one makes acceptance the same everywhere.
+    if _nested_deeper_than(value, MAX_NESTING):
+        raise ValueError(f"JSON nested more than {MAX_NESTING} levels deep")
+    return value
+
+
+MAX_NESTING = 800
+"""Deepest nesting of lists and objects the stdlib fallback accepts on receipt
+(orjson, which reads most frames, stops at 1,024 levels on its own). Below the
+recursion limit (1,000) by more than any caller's stack, so that what is accepted
+does not depend on the thread; above what jupyter_client's json packer sends."""
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
