@@ -510,7 +510,7 @@ def test_deep_nesting_is_judged_the_same_in_every_thread() -> None:
     depths = [jsonutil.MAX_NESTING - 1, jsonutil.MAX_NESTING + 2, 990]
     expected = [True, False, False]
     assert [judge(d) for d in depths] == expected
-    assert [judge_deep_in_the_stack(d, 150) for d in depths] == expected
+    assert [judge_deep_in_the_stack(d, 50) for d in depths] == expected
     in_thread: list[bool] = []
     worker = threading.Thread(target=lambda: in_thread.extend(judge(d) for d in depths))
     worker.start()

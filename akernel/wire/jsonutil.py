@@ -95,7 +95,7 @@ def loads(data: bytes) -> Any:
     return value
 
 
-MAX_NESTING = 800
+MAX_NESTING = 600
 """Deepest nesting of lists and objects the stdlib fallback accepts on receipt
 (orjson, which reads most frames, stops at 1,024 levels on its own). Below the
 recursion limit (1,000) by more than any caller's stack, so that what is accepted
