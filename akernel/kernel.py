@@ -47,6 +47,7 @@ from .execution import (
 )
 from .execution.debugger import install_kernel_pdb
 from .execution.process_end import DeathBySignal
+from .execution.recognition import recognise_running_kernel
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
 from .transport.replay import PersistentSignatureHistory
 from .wire import Session, digest_for
@@ -239,6 +240,8 @@ class Kernel(LoggingConfigurable):
         undo.callback(release_shell, shell)
         comm_manager = install_comms(router)
         undo.callback(uninstall_comms)
+        # Libraries written for ipykernel recognise a Jupyter kernel (recognition.py).
+        undo.callback(recognise_running_kernel())
         background = BackgroundTasks(lambda error: shell.publish_error(error, skip_frames=1))
         shell.kernel.task_group = background
         shell_dispatcher = self._shell_dispatcher(shell, router, iopub, interrupts, comm_manager)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import comm
@@ -11,7 +10,6 @@ from comm.base_comm import BaseComm, CommManager
 from ..wire import Message
 from .io import OutputRouter
 from .output_captures import OutputCaptures
-from .recognition import recognise_running_kernel
 
 
 def publish_comm_msg(
@@ -63,9 +61,7 @@ class KernelCommManager(CommManager):
 
 
 def install_comms(router: OutputRouter) -> KernelCommManager:
-    """Make ``comm.create_comm``/``get_comm_manager`` use this kernel, and make
-    the kernel recognisable to code written for ipykernel (see
-    ``recognition.py``; its ``ipykernel.comm.Comm`` publishes here too)."""
+    """Make ``comm.create_comm``/``get_comm_manager`` use this kernel."""
     manager = KernelCommManager(OutputCaptures())
     KernelComm.router = router
     KernelComm.output_captures = manager.output_captures
@@ -75,17 +71,7 @@ def install_comms(router: OutputRouter) -> KernelCommManager:
 
     comm.create_comm = create_comm
     comm.get_comm_manager = lambda: manager
-    global _unrecognise
-    _unrecognise = recognise_running_kernel()
     return manager
-
-
-def _nothing_to_undo() -> None:
-    pass
-
-
-# Undoes what ``install_comms`` did for library recognition.
-_unrecognise: Callable[[], None] = _nothing_to_undo
 
 
 def uninstall_comms() -> None:
@@ -93,11 +79,8 @@ def uninstall_comms() -> None:
 
     (Widgets close their comms when garbage collected, also at exit.)
     """
-    global _unrecognise
     KernelComm.router = None
     KernelComm.output_captures = None
-    undo, _unrecognise = _unrecognise, _nothing_to_undo
-    undo()
 
 
 def as_comm_msg(msg: Message) -> dict[str, Any]:
