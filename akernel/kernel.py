@@ -25,6 +25,7 @@ from traitlets.config import Config, LoggingConfigurable
 
 from .channels import ControlThread, FdCapture, IOPubPublisher, RequestDispatcher, StdinChannel
 from .channels.forked import at_fork
+from .debugging.session import DebugSession, MainThread, debugging_enabled
 from .execution import (
     AkernelShell,
     ApplyHandlers,
@@ -107,6 +108,11 @@ class Kernel(LoggingConfigurable):
         True,
         help="Make threading.Thread.start and ThreadPoolExecutor.submit run in the caller's"
         " context, so output of threads started by a cell goes to that cell.",
+    ).tag(config=True)
+    debugger = Bool(
+        True,
+        help="Offer JupyterLab's visual debugger (debug_request on control; needs debugpy)."
+        " Engines never offer it.",
     ).tag(config=True)
     orphan_output_to_last_cell = Bool(
         True,
@@ -248,7 +254,8 @@ class Kernel(LoggingConfigurable):
         if self.engine is not None:
             undo.callback(self._apply.install_data_publisher())
 
-        control_dispatcher = self._control_dispatcher(iopub, interrupts)
+        debug_session = self._debug_session(shell, iopub, mailbox, interrupts)
+        control_dispatcher = self._control_dispatcher(iopub, interrupts, debug_session)
         # Shell request types sent on control run in the shell, reply on control.
         control_dispatcher.forward_to(shell_dispatcher)
         # get_ipython().kernel.get_parent("control"): the last control request.
@@ -256,7 +263,9 @@ class Kernel(LoggingConfigurable):
         control = ControlThread(
             control_dispatcher,
             self.backend,
-            duties=((self._watch_parent,) if self.parent_pid else ()) + self.control_duties,
+            duties=((self._watch_parent,) if self.parent_pid else ())
+            + ((debug_session.serve,) if debug_session is not None else ())
+            + self.control_duties,
             on_failure=self._stop_after_failure,
         )
         control_dispatcher.post = control.mailbox.post
@@ -448,8 +457,43 @@ class Kernel(LoggingConfigurable):
 
     # -- control channel ----------------------------------------------------------
 
+    def _debug_session(
+        self,
+        shell: AkernelShell,
+        iopub: IOPubPublisher,
+        mailbox: Mailbox,
+        interrupts: InterruptController,
+    ) -> DebugSession | None:
+        """JupyterLab's debugger (akernel/debugging), served on the control thread."""
+        # The cell files are written by the shell's compiler (debugging/cells.py).
+        files = getattr(shell.compile, "files", None)
+        if files is not None:
+            self._undo.callback(files.remove)
+        if files is None or not self.debugger or self.engine is not None:
+            return None
+        if not debugging_enabled():
+            return None
+        main = MainThread(
+            post=mailbox.post,
+            post_back=lambda call: self._control.mailbox.post(call),
+            is_executing=lambda: interrupts.executing,
+        )
+
+        def publish_event(event: dict[str, Any]) -> None:
+            parent = self._control_handlers.last_debug_request
+            iopub.publish("debug_event", event, parent, wait=False)
+
+        session = DebugSession(shell, files, main, publish_event)
+        # A host application's thread goes on untraced after an embedded kernel.
+        self._undo.callback(session.untrace_main_thread)
+        self._shell_handlers.offers_debugger = True
+        return session
+
     def _control_dispatcher(
-        self, iopub: IOPubPublisher, interrupts: InterruptController
+        self,
+        iopub: IOPubPublisher,
+        interrupts: InterruptController,
+        debug_session: DebugSession | None,
     ) -> RequestDispatcher:
         dispatcher = RequestDispatcher(
             "control",
@@ -465,6 +509,8 @@ class Kernel(LoggingConfigurable):
             self._apply,
             backend=self.backend,
             request_stop=self.request_stop,
+            debugger=debug_session,
         )
         handlers.install(engine=self.engine is not None)
+        self._control_handlers = handlers
         return dispatcher

@@ -12,6 +12,7 @@ from typing import Any
 import zmq
 
 from .app import UsageError
+from .debugging.server import debugpy_available
 
 DEFAULT_NAME = "akernel"
 
@@ -37,7 +38,8 @@ def kernel_json(
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": interrupt_mode,
-        "metadata": {"debugger": False, "akernel": {"backend": backend}},
+        # JupyterLab shows its debugger button for kernels whose spec says so.
+        "metadata": {"debugger": debugpy_available(), "akernel": {"backend": backend}},
     }
     if zmq.has("curve"):
         # jupyter_client >= 8.9 then provisions CurveZMQ keys when its

@@ -4,6 +4,7 @@ Run it with ``nox -s bench`` or directly::
 
     python benchmarks/bench_kernel.py [--quick] [--kernels akernel,akernel-trio,ipykernel]
                                       [--json PATH] [--big-output [--big-output-mib MIB]]
+                                      [--only core|debugger]
 
 Each kernel is started as its own process, with the command its kernelspec
 uses (``python -m akernel launch -f FILE [--backend trio]``, ``python -m
@@ -49,6 +50,17 @@ Measures (medians, after a warm-up):
     polled every 10 ms). The client's SUB socket keeps ZeroMQ's default
     receive high-water mark here, so a kernel that outruns it must hold or
     drop the excess itself.
+12. JupyterLab's debugger (``benchmarks/bench_debugger.py``), on fresh
+    kernels: execute round trips (median and p90) of ``pass`` and of
+    ``sum(i * i for i in range(20000))`` (many Python-level calls, where
+    tracing costs show) with the debugger not started, then started as
+    JupyterLab starts it (initialize, attach, configurationDone; no
+    breakpoints), and their ratio, the cost of tracing, then once more after
+    ``disconnect`` switched the debugger off; the time to start the
+    debugger, from ``initialize`` sent to ``attach`` answered, the first start
+    in each process. ``--only debugger`` runs only these, ``--only core`` all
+    the others. A kernel whose debugger fails shows ``failed: <reason>`` in
+    these rows.
 
 Besides timing, the harness checks what it receives: every reply and idle
 status must arrive, replies in order, printed lines and bytes complete and in
@@ -88,6 +100,15 @@ from typing import Any
 
 import orjson
 import zmq
+from bench_debugger import (  # benchmarks/, the script's directory
+    CELL_TITLES,
+    DEBUGGER_CELLS,
+    REQUEST_TIMEOUT,
+    DapRequests,
+    DebuggerError,
+    start_debugger,
+    stop_debugger,
+)
 
 from akernel.wire import DELIMITER, Session
 
@@ -101,6 +122,7 @@ class KernelKind:
     name: str
     label: str
     argv: tuple[str, ...]
+    kernelspec: str = "python3"  # the kernelspec's name, which JupyterLab's debugger sends
 
 
 KERNELS: dict[str, KernelKind] = {
@@ -108,17 +130,21 @@ KERNELS: dict[str, KernelKind] = {
         "akernel",
         "akernel (asyncio)",
         ("-m", "akernel", "launch", "-f", "{connection_file}", "--backend", "asyncio"),
+        "akernel",
     ),
     "akernel-trio": KernelKind(
         "akernel-trio",
         "akernel (trio)",
         ("-m", "akernel", "launch", "-f", "{connection_file}", "--backend", "trio"),
+        "akernel",
     ),
     "ipykernel": KernelKind(
         "ipykernel", "ipykernel", ("-m", "ipykernel_launcher", "-f", "{connection_file}")
     ),
 }
 REFERENCE = "ipykernel"
+# The parts of the benchmark: every measure but the debugger's, and the debugger's.
+SECTIONS = ("core", "debugger")
 
 
 @dataclass(frozen=True)
@@ -141,7 +167,12 @@ class Config:
     live_lines: int = 10
     live_gap: float = 0.3
     big_output_mib: int = 0  # 0: the big-output measure is not run
+    debugger_pass_n: int = 500
+    debugger_work_n: int = 150
+    debugger_warmup: int = 30
+    debugger_start_runs: int = 4  # fresh kernels whose debugger start is timed
     timeout: float = 60.0
+    sections: tuple[str, ...] = SECTIONS
 
     @classmethod
     def quick(cls) -> Config:
@@ -161,6 +192,10 @@ class Config:
             print_reps=1,
             live_lines=5,
             live_gap=0.2,
+            debugger_pass_n=100,
+            debugger_work_n=30,
+            debugger_warmup=10,
+            debugger_start_runs=2,
         )
 
 
@@ -643,21 +678,32 @@ def measure_startup(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Conf
             _progress(f"  [{kind.name}] startup-run kernel shutdown: {problem}")
 
 
-def measure_roundtrip(client: Client, cfg: Config) -> tuple[list[float], float]:
-    """Execute round trips of ``pass`` (reply and idle), in seconds.
+def measure_roundtrip(
+    client: Client,
+    cfg: Config,
+    code: str = "pass",
+    n: int | None = None,
+    warmup: int | None = None,
+) -> tuple[list[float], float]:
+    """Execute round trips of ``code`` (reply and idle), in seconds.
 
-    Also returns the client's own CPU time per round trip (its main thread, in
-    microseconds), to show how much of the figure the harness itself costs.
+    ``n`` timed ones after ``warmup`` untimed ones (by default, the
+    configuration's for ``pass``). Also returns the client's own CPU time per
+    round trip (its main thread, in microseconds), to show how much of the
+    figure the harness itself costs.
     """
     assert client.iopub is not None
     shell, iopub, decode = client.shell, client.iopub, client.decode
+    n = cfg.roundtrip_n if n is None else n
+    warmup = cfg.roundtrip_warmup if warmup is None else warmup
     samples: list[float] = []
     cpu = 0.0
     not_ok: list[Msg] = []
-    for count, keep in ((cfg.roundtrip_warmup, False), (cfg.roundtrip_n, True)):
+    for count, keep in ((warmup, False), (n, True)):
+        if not count:
+            continue
         requests = [
-            client.build("execute_request", {"code": "pass", **EXECUTE_CONTENT})
-            for _ in range(count)
+            client.build("execute_request", {"code": code, **EXECUTE_CONTENT}) for _ in range(count)
         ]
         client.set_timeout(shell, cfg.timeout)
         client.set_timeout(iopub, cfg.timeout)
@@ -679,7 +725,7 @@ def measure_roundtrip(client: Client, cfg: Config) -> tuple[list[float], float]:
                             break
                 except zmq.Again:
                     raise BenchError(
-                        f"execute of 'pass': no reply or idle within {cfg.timeout:g} s"
+                        f"execute of {code!r}: no reply or idle within {cfg.timeout:g} s"
                     ) from None
                 if keep:
                     samples.append(time.perf_counter() - t0)
@@ -688,7 +734,8 @@ def measure_roundtrip(client: Client, cfg: Config) -> tuple[list[float], float]:
             cpu = (time.thread_time() - cpu0) / count * 1e6
     if not_ok:
         raise BenchError(
-            f"execute of 'pass': {len(not_ok)} replies not ok, first: {_summary(not_ok[0].content)}"
+            f"execute of {code!r}: {len(not_ok)} replies not ok, "
+            f"first: {_summary(not_ok[0].content)}"
         )
     return samples, cpu
 
@@ -1311,8 +1358,31 @@ def start_kernel(
 
 
 def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config) -> KernelResult:
-    """Run every measure against one kernel kind; failures are recorded, not raised."""
+    """Run the configured sections' measures against one kernel kind.
+
+    Failures are recorded, not raised.
+    """
     res = KernelResult(kind)
+    if "core" in cfg.sections:
+        bench_core(kind, workdir, ctx, cfg, res)
+    if "debugger" in cfg.sections:
+        bench_debugging(kind, workdir, ctx, cfg, res)
+    if res.aborts:
+        total = sum(res.aborts.values())
+        where = ", ".join(f"{n} during {key}" for key, n in res.aborts.items())
+        res.errors["aborted_requests"] = (
+            f"{total} execute_request(s) answered 'aborted' although sent after the previous "
+            f"cell's execute_reply and idle status had arrived ({where}); they were resent"
+        )
+    for key, samples in res.samples.items():
+        res.values[key] = _median(samples)
+    return res
+
+
+def bench_core(
+    kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config, res: KernelResult
+) -> None:
+    """Every measure but the debugger's, into ``res``; failures are recorded, not raised."""
     tag = f"[{kind.name}]"
 
     # 7. start to first kernel_info reply (the first launch is a warm-up).
@@ -1488,16 +1558,6 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
                 _progress(f"{tag} shutdown: {problem}")
     if cfg.big_output_mib and start_failure is None:
         bench_big_output(kind, workdir, ctx, cfg, res)
-    if res.aborts:
-        total = sum(res.aborts.values())
-        where = ", ".join(f"{n} during {key}" for key, n in res.aborts.items())
-        res.errors["aborted_requests"] = (
-            f"{total} execute_request(s) answered 'aborted' although sent after the previous "
-            f"cell's execute_reply and idle status had arrived ({where}); they were resent"
-        )
-    for key, samples in res.samples.items():
-        res.values[key] = _median(samples)
-    return res
 
 
 def bench_big_output(
@@ -1536,8 +1596,110 @@ def bench_big_output(
                 res.notes.append(f"shutdown of the big-output kernel: {problem}")
 
 
+# The errors entry that explains the debugger rows' missing figures.
+DEBUGGER_ERROR = "debugger"
+
+
+def bench_debugging(
+    kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config, res: KernelResult
+) -> None:
+    """The debugger's cost, on fresh kernels, into ``res``; failures are recorded, not raised.
+
+    On the first kernel: round trips of each of ``DEBUGGER_CELLS`` with the
+    debugger not started, then started as JupyterLab starts it (no
+    breakpoints), then switched off again. The start is timed on that kernel and
+    on ``debugger_start_runs - 1`` more: the first start in each process.
+    """
+    tag = f"[{kind.name}]"
+    starts: list[float] = []
+    states = {
+        "off": "with the debugger not started",
+        "on": "with the debugger started",
+        "after": "after the debugger was switched off",
+    }
+
+    def roundtrips(client: Client, cell: str, state: str) -> None:
+        n = cfg.debugger_pass_n if cell == "pass" else cfg.debugger_work_n
+        samples, _ = measure_roundtrip(client, cfg, DEBUGGER_CELLS[cell], n, cfg.debugger_warmup)
+        key = f"dbg_{cell}_{state}_ms"
+        res.samples[key] = [s * 1e3 for s in samples]
+        res.values[f"{key}_p90"] = _p90(res.samples[key])
+        _progress(
+            f"{tag} {CELL_TITLES[cell]} {states[state]}: median "
+            f"{_median(res.samples[key]):.3f} ms, p90 {res.values[f'{key}_p90']:.3f} ms"
+        )
+
+    for run in range(cfg.debugger_start_runs):
+        first = run == 0
+        kp: KernelProcess | None = None
+        step = "starting the kernel"
+        try:
+            kp = start_kernel(kind, workdir, ctx, cfg)
+            client = kp.client
+            assert client is not None
+            if first:
+                step = "kernel_info"
+                msg_id = client.send(client.shell, "kernel_info_request", {})
+                info = client.wait_reply(client.shell, msg_id, cfg.timeout, "kernel_info_reply")
+                # Protocol 5.5 lists it in supported_features; older kernels say debugger: true.
+                features = info.content.get("supported_features") or []
+                if "debugger" not in features and not info.content.get("debugger"):
+                    res.notes.append(
+                        "kernel_info_reply does not announce a debugger (JupyterLab would not "
+                        "offer it); it is tried all the same"
+                    )
+                for cell in DEBUGGER_CELLS:
+                    step = f"{CELL_TITLES[cell]} {states['off']}"
+                    roundtrips(client, cell, "off")
+            step = "starting the debugger"
+            dap = DapRequests(client, min(cfg.timeout, REQUEST_TIMEOUT))
+            starts.append(start_debugger(dap, kind.kernelspec))
+            _progress(f"{tag} debugger start {run + 1}: {starts[-1]:.3f} s")
+            client.drain_iopub()  # the debugger's events and control statuses
+            if first:
+                for cell in DEBUGGER_CELLS:
+                    step = f"{CELL_TITLES[cell]} {states['on']}"
+                    roundtrips(client, cell, "on")
+                step = "switching the debugger off (disconnect)"
+                stop_debugger(dap)
+                client.drain_iopub()
+                # Whether switching it off gives cells their cost back.
+                for cell in DEBUGGER_CELLS:
+                    step = f"{CELL_TITLES[cell]} {states['after']}"
+                    roundtrips(client, cell, "after")
+        except (BenchError, DebuggerError) as e:
+            message = f"{e} ({step})"
+            if kp is not None and kp.proc is not None and kp.proc.poll() is not None:
+                message += f" (kernel died: exit status {kp.proc.returncode})"
+            if kp is not None and isinstance(e, BenchError) and (tail := kp.log_tail(8)):
+                message += f"\n--- kernel log ---\n{tail}"
+            if DEBUGGER_ERROR in res.errors:
+                res.notes.append(f"debugger, start {run + 1}: {message.splitlines()[0]}")
+            else:
+                res.errors[DEBUGGER_ERROR] = message
+            _progress(f"{tag} debugger FAILED: {message}")
+            if not starts:
+                break  # it did not start here: it would not in the next kernels either
+        finally:
+            if kp is not None:
+                problem = kp.shutdown()
+                if problem:
+                    res.notes.append(f"shutdown of a debugger kernel: {problem}")
+    if starts:
+        res.samples["dbg_start_s"] = starts
+    for cell in DEBUGGER_CELLS:
+        off, on = res.samples.get(f"dbg_{cell}_off_ms"), res.samples.get(f"dbg_{cell}_on_ms")
+        if off and on:
+            res.values[f"dbg_{cell}_cost"] = _median(on) / _median(off)
+
+
 def _median(samples: list[float]) -> float:
     return statistics.median(samples)
+
+
+def _p90(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
 
 # -- reporting ----------------------------------------------------------------------------
@@ -1554,6 +1716,30 @@ class Row:
     goal: str
     ratio: bool = True
     optional: bool = False  # left out of the table when no kernel has a figure for it
+    section: str = "core"  # shown when this part of the benchmark ran (``SECTIONS``)
+    error_key: str | None = None  # the errors entry that explains a missing figure
+
+
+def debugger_rows() -> list[Row]:
+    """The debugger section's rows: each cell's round trips off, on and off again; the start."""
+    out: list[Row] = []
+
+    def row(key: str, title: str, unit: str, fmt: str, goal: str = "", ratio: bool = True) -> Row:
+        return Row(key, title, unit, fmt, goal, ratio, section="debugger", error_key=DEBUGGER_ERROR)
+
+    for cell, title in CELL_TITLES.items():
+        out += [
+            row(f"dbg_{cell}_off_ms", f"execute {title}, debugger off", "ms", "{:.3f}"),
+            row(f"dbg_{cell}_off_ms_p90", "  p90", "ms", "{:.3f}"),
+            row(f"dbg_{cell}_on_ms", "  debugger started, no breakpoint", "ms", "{:.3f}"),
+            row(f"dbg_{cell}_on_ms_p90", "  p90", "ms", "{:.3f}"),
+            row(
+                f"dbg_{cell}_cost", "  cost of tracing (started / off)", "x", "{:.2f}", ratio=False
+            ),
+            row(f"dbg_{cell}_after_ms", "  debugger switched off again", "ms", "{:.3f}"),
+        ]
+    out.append(row("dbg_start_s", "start the debugger (initialize to attach)", "s", "{:.3f}"))
+    return out
 
 
 def rows(cfg: Config) -> tuple[Row, ...]:
@@ -1590,7 +1776,7 @@ def rows(cfg: Config) -> tuple[Row, ...]:
             True,
         ),
     )
-    return (
+    every = (
         Row("roundtrip_ms", "execute 'pass' round trip", "ms", "{:.3f}", "<= 0.4"),
         Row(
             "roundtrip_client_cpu_us",
@@ -1618,7 +1804,15 @@ def rows(cfg: Config) -> tuple[Row, ...]:
             Row(key, title, unit, fmt, goal, ratio=ratio, optional=True)
             for key, title, unit, fmt, goal, ratio in big_rows
         ),
+        *debugger_rows(),
     )
+    return tuple(row for row in every if row.section in cfg.sections)
+
+
+def _short(message: str, limit: int = 50) -> str:
+    """The first line of an error message, cut to fit a table cell."""
+    first = message.splitlines()[0] if message else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 def _meets(value: float, goal: str) -> bool:
@@ -1634,6 +1828,7 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
     headers += [f"{r.kind.name}/{REFERENCE}" for r in others] if ref else []
     headers.append("akernel goal")
     body: list[list[str]] = []
+    explained: set[tuple[str, str]] = set()  # (kernel, errors entry) already shown in a row
     for row in rows(cfg):
         if row.optional and not any(
             row.key in r.values or row.key in r.errors or "big_s" in r.errors for r in results
@@ -1644,6 +1839,12 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
             value = r.values.get(row.key)
             if row.fmt == "yesno":
                 line.append("-" if value is None else ("yes" if value else "NO"))
+            elif value is None and row.error_key is not None and row.error_key in r.errors:
+                # The first row it leaves empty says why; the next ones refer to it.
+                seen = (r.kind.name, row.error_key)
+                reason = _short(r.errors[row.error_key])
+                line.append("failed" if seen in explained else f"failed: {reason}")
+                explained.add(seen)
             elif value is None:
                 line.append(
                     "FAIL" if row.key in r.errors else "n/a" if row.key in r.unsupported else "-"
@@ -1674,11 +1875,20 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
         "medians; ratio = kernel / ipykernel (lower is better, except for rates: req/s, "
         "lines/s, MB/s); * = akernel goal not met; n/a = the kernel cannot do it"
     )
-    out.append(
-        f"live print: {cfg.live_lines} lines 'i time.time()' {cfg.live_gap:g} s apart "
-        "(time.sleep between, or a busy loop), delay = arrival at the client - the time "
-        "in the line"
-    )
+    if "core" in cfg.sections:
+        out.append(
+            f"live print: {cfg.live_lines} lines 'i time.time()' {cfg.live_gap:g} s apart "
+            "(time.sleep between, or a busy loop), delay = arrival at the client - the time "
+            "in the line"
+        )
+    if "debugger" in cfg.sections:
+        out.append(
+            "debugger: on a fresh kernel, started as JupyterLab does (debugInfo, initialize, "
+            "attach, debugInfo, configurationDone), no breakpoints, then switched off again "
+            "(disconnect); its start is timed from "
+            f"initialize sent to attach answered, the first in each of {cfg.debugger_start_runs} "
+            "kernel processes"
+        )
     for r in results:
         for key, message in r.errors.items():
             first = message.splitlines()[0] if message else ""
@@ -1741,7 +1951,7 @@ def summary(results: list[KernelResult], cfg: Config, env: dict[str, Any]) -> di
                 "median": statistics.median(ordered),
                 "min": ordered[0],
                 "max": ordered[-1],
-                "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+                "p90": _p90(ordered),
                 "n": len(ordered),
             }
         ratios = {}
@@ -1783,6 +1993,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="PATH", help="write the JSON summary to PATH")
     parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        default=None,
+        help="run only this part: the debugger's measures, or all the others (default: both)",
+    )
+    parser.add_argument(
         "--print-lines", type=int, default=None, help="lines for the print measure (200000)"
     )
     parser.add_argument(
@@ -1816,6 +2032,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config(**{**cfg.__dict__, "print_lines": args.print_lines})
     if args.big_output or args.big_output_mib is not None:
         cfg = Config(**{**cfg.__dict__, "big_output_mib": args.big_output_mib or 1024})
+    if args.only is not None:
+        cfg = Config(**{**cfg.__dict__, "sections": (args.only,)})
     env = environment()
     _progress(
         f"benchmarking {', '.join(args.kernel_names)} on {env['cpus']} CPUs "

@@ -152,8 +152,8 @@ class Normaliser:
     - ANSI colour codes are dropped;
     - memory addresses (``0x7f...``) become ``0x?``;
     - ``%time`` measurements become ``<elapsed>``;
-    - the file name a cell is compiled under becomes ``<cell>``: akernel
-      keeps IPython's, ipykernel names cells after temporary files;
+    - the file name a cell is compiled under (a temporary file named after
+      the cell's hash) becomes ``<cell>``;
     - random 32-digit hex ids (display ids, widget model and comm ids) and
       jupyter_client's message ids (in an Output widget's state) become
       ``<id-N>``, N counting distinct ids in order of appearance in the run, so
@@ -285,11 +285,11 @@ def _tracebacks_hide_blank_lines(summary: dict[str, Any]) -> None:
     """Blank source lines are left out of the context shown in tracebacks.
 
     IPython shows a frame's context with stack_data, which hides blank lines
-    (as in the IPython terminal), when it can read the frame's source. It can
-    for akernel's cells, named the way IPython names them and kept in
-    linecache. ipykernel names each cell after a temporary file that it only
-    writes while debugging; IPython, not finding the file, falls back to a
-    plain window of lines around the failing one, blank lines included.
+    (as in the IPython terminal), when it can read the frame's source. Both
+    kernels name each cell after a temporary file (the name JupyterLab's
+    debugger computes); akernel writes the file when the cell first runs,
+    ipykernel only while debugging: IPython, not finding the file, falls back
+    to a plain window of lines around the failing one, blank lines included.
     """
     for cell in summary.values():
         if not isinstance(cell, dict) or "outputs" not in cell:

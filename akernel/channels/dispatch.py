@@ -24,7 +24,11 @@ Ordering (the shell channel, where some request types are *serial*):
 * Handlers for non-serial requests are plain functions: they run to
   completion and never interleave with each other.
 
-The control channel has no serial types: everything is handled in order.
+The control channel has no serial types: everything is handled in order,
+except *concurrent* types (``debug_request``): their handler is called in
+order, and may return an awaitable (e.g. waiting for the debugger's answer);
+the request then finishes in a task of its own (reply, then idle) while the
+requests behind it are handled, so an interrupt is never stuck behind it.
 A request type control has no handler for but the shell has (execute,
 complete, inspect, history, ...) is handed to the shell dispatcher
 (:meth:`RequestDispatcher.forward_to`): it runs in the main thread, in
@@ -43,6 +47,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from ..transport import AsyncSocket
 from ..wire import Message, Session, WireError, utcnow_iso
@@ -69,6 +74,7 @@ class RequestDispatcher:
         *,
         abortable: Iterable[str] = ("execute_request",),
         serial: Iterable[str] = (),
+        concurrent: Iterable[str] = (),
         status_waits: bool = True,
     ) -> None:
         """``status_waits`` false: the busy and idle statuses never hold up a
@@ -80,6 +86,7 @@ class RequestDispatcher:
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.abortable = set(abortable)
         self.serial = set(serial)
+        self.concurrent = set(concurrent)
         self.status_waits = status_waits
         # Requests taken off the socket when an abort began: (frames, abort?)
         self._backlog: deque[tuple[list[Any], bool]] = deque()
@@ -197,10 +204,15 @@ class RequestDispatcher:
         self._side_parked = anyio.Event()
         self._side_parked.set()
         if not self.serial:
-            while True:
-                msg, abort = await self._next_request()
-                if msg is not None and not self._forwarded(msg):
-                    await self.dispatch(msg, abort=abort)
+            async with anyio.create_task_group() as tg:
+                while True:
+                    msg, abort = await self._next_request()
+                    if msg is None or self._forwarded(msg):
+                        continue
+                    if msg.msg_type in self.concurrent:
+                        self._start_concurrent(msg, tg)
+                    else:
+                        await self.dispatch(msg, abort=abort)
         self._side_wake = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_while_a_cell_runs)
@@ -338,6 +350,31 @@ class RequestDispatcher:
             if result is not None:
                 result.close()
                 raise TypeError(f"the {msg.msg_type} handler must not be async")
+        except (Exception, KeyboardInterrupt) as error:
+            self._failed(msg, error)
+        finally:
+            self._end(msg)
+            current_request.reset(token)
+
+    def _start_concurrent(self, msg: Message, tg: anyio.abc.TaskGroup) -> None:
+        """Call the handler now; let a task of ``tg`` await what it returns."""
+        token = current_request.set(msg)
+        try:
+            result = self._begin(msg, False)
+        except (Exception, KeyboardInterrupt) as error:
+            self._failed(msg, error)
+            result = None
+        finally:
+            current_request.reset(token)
+        if result is None:
+            self._end(msg)
+            return
+        tg.start_soon(self._finish_concurrent, msg, result, name=f"{self.name}: {msg.msg_type}")
+
+    async def _finish_concurrent(self, msg: Message, result: Awaitable[None]) -> None:
+        token = current_request.set(msg)
+        try:
+            await result
         except (Exception, KeyboardInterrupt) as error:
             self._failed(msg, error)
         finally:

@@ -18,7 +18,15 @@ from typing import Any
 
 from IPython.core.compilerop import CachingCompiler
 
-__all__ = ["HASH_METHOD", "HASH_SEED", "TMP_FILE_SUFFIX", "CellCompiler", "CellFiles", "murmur2"]
+__all__ = [
+    "HASH_METHOD",
+    "HASH_SEED",
+    "TMP_FILE_SUFFIX",
+    "CellCompiler",
+    "CellFiles",
+    "default_cell_dir",
+    "murmur2",
+]
 
 HASH_SEED = 3339675911
 """Seed JupyterLab and the kernel agree on (sent in debugInfo as hashSeed)."""
@@ -49,6 +57,16 @@ def murmur2(data: bytes, seed: int) -> int:
     h ^= h >> 13
     h = (h * _M) & _MASK
     return h ^ (h >> 15)
+
+
+def default_cell_dir() -> str:
+    """This process's directory of cell files, in the system's temporary directory.
+
+    Named as ipykernel names its own: libraries recognise a notebook cell by it
+    (``executing``, which IPython's tracebacks use, looks for ``/ipykernel_<pid>/``
+    and otherwise shows blank lines and loses the failing node in cell tracebacks).
+    """
+    return os.path.join(tempfile.gettempdir(), f"ipykernel_{os.getpid()}")
 
 
 class CellFiles:
@@ -111,13 +129,30 @@ class CellFiles:
 class CellCompiler(CachingCompiler):
     """IPython's caching compiler, naming each cell by the file JupyterLab computes.
 
-    Breakpoints set in the frontend then match ``co_filename`` of the running code.
+    Breakpoints set in the frontend then match ``co_filename`` of the running code,
+    also in functions defined before the debugger started. Each cell's file is
+    written the first time the cell runs: IPython shows a frame's source with
+    stack_data (blank lines hidden, the failing expression marked) only for a
+    ``.py`` file it can open; a missing one gets a plain window of lines.
     """
 
-    def __init__(self, files: CellFiles) -> None:
+    def __init__(self, files: CellFiles | None = None) -> None:
         super().__init__()
-        self.files = files
+        self.files = files if files is not None else CellFiles(default_cell_dir())
+        self._written: set[str] = set()
 
     def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
         """Name the cell after its raw source, as the frontend sees it."""
         return self.files.path_for(raw_code)
+
+    def cache(self, transformed_code: str, number: int = 0, raw_code: str | None = None) -> str:
+        """Keep the code in linecache (as IPython does) and write the cell's file."""
+        name = super().cache(transformed_code, number, raw_code)
+        if name not in self._written:
+            try:
+                self.files.dump(transformed_code if raw_code is None else raw_code)
+            except OSError:
+                pass  # a read-only temporary directory: plainer tracebacks, nothing worse
+            else:
+                self._written.add(name)
+        return name

@@ -1,5 +1,6 @@
-"""The control channel's handlers: kernel_info, shutdown, interrupt, usage, and
-ipyparallel's abort, clear and signal requests.
+"""The control channel's handlers: kernel_info, shutdown, interrupt, usage,
+debug (JupyterLab's debugger, see akernel/debugging), and ipyparallel's abort,
+clear and signal requests.
 
 They run on the control thread, so they must not touch the shell's state
 directly, except where noted: they post to the main loop, fire interrupts,
@@ -12,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -42,13 +43,19 @@ class ControlHandlers:
         *,
         backend: str,
         request_stop: Callable[..., None],
+        debugger: Any = None,
     ) -> None:
+        """``debugger``: the kernel's :class:`~akernel.debugging.DebugSession`, if
+        it offers one."""
         self.dispatcher = dispatcher
         self.interrupts = interrupts
         self.apply = apply
         self.backend = backend
         self.request_stop = request_stop
         self.usage = UsageMonitor()
+        self.debugger = debugger
+        # The parent of debug events: the last debug request.
+        self.last_debug_request: Message | None = None
 
     def install(self, *, engine: bool) -> None:
         """Register the handlers (``signal_request`` only for engines, whose
@@ -66,9 +73,29 @@ class ControlHandlers:
         )
         if engine:
             dispatcher.handlers["signal_request"] = self.signal_request
+        dispatcher.handlers["debug_request"] = self.debug_request
+        # A request waiting for the debugger holds up nothing behind it.
+        dispatcher.concurrent.add("debug_request")
 
     def kernel_info_request(self, msg: Message) -> None:
-        self.dispatcher.reply(msg, "kernel_info_reply", kernel_info(self.backend))
+        info = kernel_info(self.backend, debugger=self.debugger is not None)
+        self.dispatcher.reply(msg, "kernel_info_reply", info)
+
+    def debug_request(self, msg: Message) -> Awaitable[None] | None:
+        """Answer a DAP request; what pydevd must answer is awaited in a task
+        of its own (the dispatcher's concurrent mode)."""
+        self.last_debug_request = msg
+        if self.debugger is None:
+            self.dispatcher.reply(msg, "debug_reply", _no_debugger(msg.content))
+            return None
+        outcome = self.debugger.handle(msg.content)
+        if isinstance(outcome, dict):
+            self.dispatcher.reply(msg, "debug_reply", outcome)
+            return None
+        return self._reply_when_answered(msg, outcome)
+
+    async def _reply_when_answered(self, msg: Message, outcome: Awaitable[dict[str, Any]]) -> None:
+        self.dispatcher.reply(msg, "debug_reply", await outcome)
 
     def shutdown_request(self, msg: Message) -> None:
         restart = bool(msg.content.get("restart", False))
@@ -116,6 +143,19 @@ class ControlHandlers:
             await anyio.sleep(_REPLY_GRACE)
         log.warning("signal_request: sending %s to this engine", signal.Signals(signum).name)
         os.kill(os.getpid(), signum)
+
+
+def _no_debugger(request: Any) -> dict[str, Any]:
+    """The failed DAP response of a kernel that does not offer the debugger."""
+    request = request if isinstance(request, dict) else {}
+    return {
+        "type": "response",
+        "seq": 0,
+        "request_seq": request.get("seq", 0),
+        "success": False,
+        "command": request.get("command", ""),
+        "message": "this kernel does not offer the debugger (Kernel.debugger is off)",
+    }
 
 
 def _parse_signal(sig: Any) -> int | None:

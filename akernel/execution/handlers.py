@@ -53,6 +53,8 @@ class ShellHandlers:
         self.comm_manager = comm_manager
         self.connection_ports = connection_ports
         self.backend = backend
+        # Set by the kernel when it serves debug requests on control.
+        self.offers_debugger = False
         self.on_shutdown = on_shutdown
         self._allow_stdin = False
         # An ipyparallel engine's reply metadata (set by the kernel of an engine).
@@ -315,7 +317,8 @@ class ShellHandlers:
     # -- kernel and comms -------------------------------------------------------
 
     def kernel_info_request(self, msg: Message) -> None:
-        self.dispatcher.reply(msg, "kernel_info_reply", kernel_info(self.backend))
+        info = kernel_info(self.backend, debugger=self.offers_debugger)
+        self.dispatcher.reply(msg, "kernel_info_reply", info)
 
     def connect_request(self, msg: Message) -> None:
         self.dispatcher.reply(msg, "connect_reply", {"status": "ok", **self.connection_ports})

@@ -11,7 +11,7 @@ from ..wire import PROTOCOL_VERSION
 
 
 @cache
-def kernel_info(backend: str = "asyncio") -> dict[str, Any]:
+def kernel_info(backend: str = "asyncio", *, debugger: bool = False) -> dict[str, Any]:
     import IPython
 
     python = ".".join(map(str, sys.version_info[:3]))
@@ -37,7 +37,7 @@ def kernel_info(backend: str = "asyncio") -> dict[str, Any]:
             {"text": "Python Reference", "url": "https://docs.python.org/3/"},
             {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
         ],
-        # Only what is implemented: no debugger, no kernel subshells yet.
-        "debugger": False,
-        "supported_features": [],
+        # Only what is implemented: no kernel subshells yet.
+        "debugger": debugger,
+        "supported_features": ["debugger"] if debugger else [],
     }

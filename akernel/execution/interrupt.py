@@ -159,14 +159,25 @@ class InterruptController:
             log.info("interrupt received outside user code: ignored")
 
 
+# pydevd's modules (debugpy's debugger; its compiled trace function included).
+_DEBUGGER_MODULES = ("pydevd", "_pydevd_bundle.", "_pydevd_frame_eval.", "_pydev_bundle.")
+
+
 def strip_handler_frames(tb: TracebackType | None) -> TracebackType | None:
     """Cut the kernel's own frames off the end of a ``KeyboardInterrupt``
     traceback (the signal handler, or the output path an interrupt was
-    deferred in): it should end where the user's code was interrupted."""
+    deferred in): it should end where the user's code was interrupted.
+
+    An interrupt that stopped the debugger (at a breakpoint, the main thread
+    waits in pydevd) ends at the user's line too: everything from the
+    debugger's first frame on is cut."""
     last_user = None
     node = tb
     while node is not None:
-        if not node.tb_frame.f_globals.get("__name__", "").startswith("akernel."):
+        module = node.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(_DEBUGGER_MODULES):
+            break
+        if not module.startswith("akernel."):
             last_user = node
         node = node.tb_next
     if last_user is not None:

@@ -21,6 +21,7 @@ from IPython.core.profiledir import ProfileDir
 from traitlets import Any as AnyTrait
 from traitlets import Instance, Type, default
 
+from ..debugging.cells import CellCompiler
 from .history_db import KernelHistoryManager
 from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
@@ -46,6 +47,9 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
 
     displayhook_class = Type(KernelDisplayHook)
     display_pub_class = Type(KernelDisplayPublisher)
+    # Cells are compiled under the file names JupyterLab's debugger computes, so
+    # breakpoints hit even in functions defined before the debugger started.
+    compiler_class = Type(CellCompiler)
     router = Instance(OutputRouter, allow_none=True)
     interrupts = AnyTrait(None, allow_none=True)
 

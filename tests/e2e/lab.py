@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +60,14 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError as e:
         return f"<cannot read {path}: {e}>"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def describe_safely(report: Callable[[], str]) -> str:
+    """What ``report`` says, or why it could not say it (the page may be gone)."""
+    try:
+        return report()
+    except Exception as e:
+        return f"<cannot read the page: {e}>"
 
 
 class LabServer:
@@ -196,6 +204,8 @@ class Notebook:
         self.display_name = display_name
         self.shots = shots
         self.console: list[str] = []
+        # More of the page to describe when a step fails (the debugger's panels).
+        self.reports: dict[str, Callable[[], str]] = {}
         page.on("console", self._on_console)
         page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
 
@@ -246,22 +256,49 @@ class Notebook:
         status = self.panel.locator(".jp-Notebook-ExecutionIndicator")
         expect(status).to_have_attribute("data-status", "idle")
 
+    @property
+    def last_cell(self) -> Locator:
+        """The cell that is last now (stays that cell when more are added)."""
+        return self.cells.nth(self.cells.count() - 1)
+
     def submit(self, code: str) -> Locator:
         """Type ``code`` into the last cell, press Shift+Enter; return that cell."""
         from playwright.sync_api import expect
 
-        count = self.cells.count()
-        cell = self.cells.nth(count - 1)
+        cell = self.last_cell
         editor = cell.locator(".cm-content")
         editor.click()
         self.page.keyboard.press("Control+a")
         self.page.keyboard.press("Delete")
         self.page.keyboard.type(code)
         expect(editor).to_have_text(code)
-        self.page.keyboard.press("Shift+Enter")
-        # Running the last cell appends a new, empty one below it.
-        expect(self.cells).to_have_count(count + 1)
+        self.execute_last()
         return cell
+
+    def insert(self, code: str) -> Locator:
+        """Replace the last cell's text with ``code`` in one insertion, as a paste
+        does, and return the cell. Typing line by line would let the editor
+        indent each new line on its own, mangling multi-line code."""
+        from playwright.sync_api import expect
+
+        cell = self.last_cell
+        editor = cell.locator(".cm-content")
+        editor.click()
+        self.page.keyboard.press("Control+a")
+        self.page.keyboard.press("Delete")
+        self.page.keyboard.insert_text(code)
+        expect(editor.locator(".cm-line")).to_have_text(code.split("\n"))
+        return cell
+
+    def execute_last(self) -> None:
+        """Run the last cell with Shift+Enter in its editor; return once the
+        notebook has appended the new, empty cell that running the last one adds."""
+        from playwright.sync_api import expect
+
+        count = self.cells.count()
+        self.cells.nth(count - 1).locator(".cm-content").focus()
+        self.page.keyboard.press("Shift+Enter")
+        expect(self.cells).to_have_count(count + 1)
 
     def wait_done(self, cell: Locator) -> int:
         """Wait until ``cell`` has finished running; return its execution count."""
@@ -326,10 +363,15 @@ class Notebook:
             except Exception as err:
                 where = f"<no screenshot: {err}>"
             console = "\n".join(self.console[-20:]) or "(none)"
+            reports = "".join(
+                f"--- {title} ---\n{describe_safely(report)}\n"
+                for title, report in self.reports.items()
+            )
             raise AssertionError(
                 f"{self.kernel}: step {name!r} failed: {e}\n"
                 f"screenshot: {where}\n"
                 f"--- notebook as shown ---\n{self.transcript()}\n"
+                f"{reports}"
                 f"--- browser console errors and warnings ---\n{console}\n"
                 f"--- jupyter server log {self.server.log_path} (kernel stderr included) ---\n"
                 f"{tail(self.server.log_path)}"
