@@ -196,6 +196,10 @@ def check_case(case: Case, replies: list[dict], iopub: list[dict]) -> list[str]:
         status = content.get("status")
         if reply["msg_type"] != expected:
             problems.append(f"reply of type {reply['msg_type']!r}, not {expected!r}")
+        elif expected == "debug_reply":
+            # A DAP response, which has no status: success says it all.
+            if content.get("type") != "response" or not isinstance(content.get("success"), bool):
+                problems.append(f"debug_reply that is not a DAP response: {describe(content)}")
         elif status not in (IS_COMPLETE_STATUSES if expected == "is_complete_reply" else STATUSES):
             problems.append(f"reply status {status!r}: {describe(content)}")
         elif status == "error" and not (

@@ -117,6 +117,28 @@ FIELDS: dict[str, dict[str, Callable[[random.Random], Any]]] = {
     "usage_request": {},
     "abort_request": {"msg_ids": lambda rng: [some_id(rng) for _ in range(rng.randint(0, 2))]},
     "clear_request": {},
+    # DAP requests of JupyterLab's debugger; never initialize (the debugger would
+    # start tracing the fuzzed kernel), which tests/test_debugger.py drives.
+    "debug_request": {
+        "type": lambda rng: rng.choice(["request", "request", "event", text(rng)]),
+        "seq": small_int,
+        "command": lambda rng: rng.choice(
+            [
+                "debugInfo",
+                "inspectVariables",
+                "richInspectVariables",
+                "variables",
+                "modules",
+                "source",
+                "threads",
+                "stackTrace",
+                "launch",
+                "terminate",
+                text(rng),
+            ]
+        ),
+        "arguments": data,
+    },
 }
 SHELL_TYPES = [
     "execute_request",
@@ -138,10 +160,11 @@ CONTROL_TYPES = [
     "usage_request",
     "abort_request",
     "clear_request",
+    "debug_request",
 ]
 HANDLED = {"shell": set(SHELL_TYPES), "control": set(CONTROL_TYPES)}
 # Types no handler serves on the channel (shutdown_request is never sent).
-UNKNOWN_TYPES = ["foo_request", "debug_request", "create_subshell_request", "signal_request"]
+UNKNOWN_TYPES = ["foo_request", "create_subshell_request", "signal_request"]
 # (channel, message type or "unknown" or "mixed", share of the cases)
 GROUPS = [
     *(("shell", t, 2.0 if t == "execute_request" else 1.0) for t in SHELL_TYPES),

@@ -126,6 +126,51 @@ def test_full_sequence_break_step_continue(debug: DebugClient) -> None:
     assert "done 5" in _stream(debug.wait_idle(msg_id))
 
 
+def test_step_past_the_end_of_a_cell(debug: DebugClient) -> None:
+    code = "first = 1\nsecond = 2\n"
+    msg_id, stopped = _stop_at_breakpoint(debug, code, [2])
+    thread = stopped["body"]["threadId"]
+    # A step from the last line has nowhere to stop: the kernel's frames are hidden.
+    debug.ok("next", threadId=thread)
+    debug.wait_idle(msg_id)
+    assert _reply(debug.kc, msg_id)["status"] == "ok"
+    # Nor is it left pending: the next cell does not stop without a breakpoint.
+    msg_id = debug.kc.execute("third = 3\nprint('third', third)\n")
+    assert "third 3" in _stream(debug.wait_idle(msg_id))
+    assert not [
+        m
+        for m in debug.iopub
+        if m["msg_type"] == "debug_event" and m["content"]["event"] == "stopped"
+    ][1:]
+
+
+def test_step_in_never_enters_the_kernel(debug: DebugClient) -> None:
+    # akernel's own functions (installed editable, so not "library" code for
+    # justMyCode), IPython's, and the user's: only the last is stepped into.
+    code = textwrap.dedent(
+        """\
+        def mine():
+            return 1
+
+        parent = get_ipython().kernel.get_parent("shell")
+        print("shown")
+        value = mine()
+        """
+    )
+    msg_id, stopped = _stop_at_breakpoint(debug, code, [4])
+    thread = stopped["body"]["threadId"]
+    for line in (5, 6):
+        debug.ok("stepIn", threadId=thread)
+        debug.wait_event("stopped")
+        frames = debug.stopped_frames(thread)
+        assert (frames[0]["name"], frames[0]["line"]) == ("<module>", line), frames
+    debug.ok("stepIn", threadId=thread)
+    debug.wait_event("stopped")
+    assert debug.stopped_frames(thread)[0]["name"] == "mine"
+    debug.ok("continue", threadId=thread)
+    assert _reply(debug.kc, msg_id)["status"] == "ok"
+
+
 def test_breakpoint_in_an_imported_module(debug: DebugClient, tmp_path: Path) -> None:
     module = tmp_path / "dbg_helper_module.py"
     module.write_text("def double(x):\n    doubled = x * 2\n    return doubled\n")

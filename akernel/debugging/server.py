@@ -5,7 +5,7 @@ The kernel speaks the Debug Adapter Protocol to pydevd directly (debugpy's
 random localhost port; a secret access token, sent first by the kernel's own
 connection, keeps other local users from driving it (code evaluation included).
 
-Everything here that traces (``start``, ``retrace_this_thread``) must run on the
+Everything here that traces (``start``, ``settle_this_thread``) must run on the
 thread to trace: the kernel calls it on the main thread, where cells run.
 """
 
@@ -150,30 +150,34 @@ class DebugServer:
         return cls(host, int(port), token, os.path.dirname(os.path.abspath(pydevd.__file__)))
 
     @staticmethod
-    def retrace_this_thread() -> None:
-        """Trace this thread again if tracing was switched off.
+    def settle_this_thread() -> None:
+        """After a cell (on the main thread): no step left pending, tracing on.
+
+        A step past a cell's last line has nowhere to stop (the kernel's frames
+        are hidden): left pending, it would stop the next cell at its first
+        line, breakpoint or not. It is dropped.
 
         CPython switches a thread's tracing off when an exception escapes the
         trace function: an interrupt that lands while pydevd runs does that,
         at a breakpoint (the thread waits in pydevd) or while pydevd traces.
         pydevd then still holds the thread as suspended, which would keep it
-        from ever stopping again: it is set running first.
+        from ever stopping again: it is set running, and traced again.
         """
-        if sys.gettrace() is not None:
-            return
         from _pydevd_bundle.pydevd_constants import STATE_RUN, get_global_debugger
 
         debugger = get_global_debugger()
         if debugger is None:
             return
+        traced = sys.gettrace() is not None
         info = getattr(threading.current_thread(), "additional_info", None)
-        if info is not None:
+        if info is not None and (not traced or info.pydev_step_cmd != -1):
             info.pydev_state = STATE_RUN
             info.pydev_step_cmd = -1
             info.pydev_original_step_cmd = -1
             info.pydev_step_stop = None
             info.update_stepping_info()
-        debugger.enable_tracing()
+        if not traced:
+            debugger.enable_tracing()
 
     @staticmethod
     def untrace_this_thread() -> None:

@@ -170,8 +170,8 @@ class DebugSession:
         for index, transform in reversed(list(enumerate(cleanup))):
             if getattr(transform, "__name__", "") == "leading_empty_lines":
                 self._removed_transforms.append((index, cleanup.pop(index)))
-        DebugServer.retrace_this_thread()
-        self.shell.events.register("post_execute", DebugServer.retrace_this_thread)
+        DebugServer.settle_this_thread()
+        self.shell.events.register("post_execute", DebugServer.settle_this_thread)
 
     def untrace_main_thread(self) -> None:
         """The kernel is ending (called on the main thread): stop tracing it."""
@@ -184,7 +184,7 @@ class DebugSession:
             index, transform = self._removed_transforms.pop()
             cleanup.insert(index, transform)
         try:
-            self.shell.events.unregister("post_execute", DebugServer.retrace_this_thread)
+            self.shell.events.unregister("post_execute", DebugServer.settle_this_thread)
         except ValueError:
             pass
         # No frontend: cells run at full speed again, untraced.
