@@ -331,16 +331,7 @@ class RequestDispatcher:
 
     async def dispatch(self, msg: Message, *, abort: bool = False) -> None:
         """Handle one request between busy and idle status messages."""
-        token = current_request.set(msg)
-        try:
-            result = self._begin(msg, abort)
-            if result is not None:
-                await result
-        except (Exception, KeyboardInterrupt) as error:
-            self._failed(msg, error)
-        finally:
-            self._end(msg)
-            current_request.reset(token)
+        await self._complete(msg, self._start(msg, abort))
 
     def dispatch_now(self, msg: Message, abort: bool = False) -> None:
         """Handle one request whose handler is a plain function."""
@@ -358,23 +349,30 @@ class RequestDispatcher:
 
     def _start_concurrent(self, msg: Message, tg: anyio.abc.TaskGroup) -> None:
         """Call the handler now; let a task of ``tg`` await what it returns."""
-        token = current_request.set(msg)
-        try:
-            result = self._begin(msg, False)
-        except (Exception, KeyboardInterrupt) as error:
-            self._failed(msg, error)
-            result = None
-        finally:
-            current_request.reset(token)
+        result = self._start(msg, False)
         if result is None:
             self._end(msg)
             return
-        tg.start_soon(self._finish_concurrent, msg, result, name=f"{self.name}: {msg.msg_type}")
+        tg.start_soon(self._complete, msg, result, name=f"{self.name}: {msg.msg_type}")
 
-    async def _finish_concurrent(self, msg: Message, result: Awaitable[None]) -> None:
+    def _start(self, msg: Message, abort: bool) -> Any:
+        """Publish busy and call the handler; return what it returned if
+        awaitable (None if it failed: the failure is answered)."""
         token = current_request.set(msg)
         try:
-            await result
+            return self._begin(msg, abort)
+        except (Exception, KeyboardInterrupt) as error:
+            self._failed(msg, error)
+            return None
+        finally:
+            current_request.reset(token)
+
+    async def _complete(self, msg: Message, result: Awaitable[None] | None) -> None:
+        """Await what the handler returned, then publish idle."""
+        token = current_request.set(msg)
+        try:
+            if result is not None:
+                await result
         except (Exception, KeyboardInterrupt) as error:
             self._failed(msg, error)
         finally:
