@@ -25,6 +25,7 @@ from traitlets.config import Config, LoggingConfigurable
 
 from .channels import ControlThread, FdCapture, IOPubPublisher, RequestDispatcher, StdinChannel
 from .channels.forked import at_fork
+from .channels.routing import Inbox, ShellRouter
 from .debugging.session import DebugSession, MainThread, debugging_enabled
 from .execution import (
     AkernelShell,
@@ -49,7 +50,9 @@ from .execution import (
 from .execution.debugger import install_kernel_pdb
 from .execution.process_end import DeathBySignal
 from .execution.recognition import recognise_running_kernel
+from .execution.subshells import Subshell, SubshellManager
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
+from .transport.handover import HandoverSocket
 from .transport.replay import PersistentSignatureHistory
 from .wire import Session, digest_for
 
@@ -255,7 +258,8 @@ class Kernel(LoggingConfigurable):
             undo.callback(self._apply.install_data_publisher())
 
         debug_session = self._debug_session(shell, iopub, mailbox, interrupts)
-        control_dispatcher = self._control_dispatcher(iopub, interrupts, debug_session)
+        subshells = self._subshells(iopub, mailbox)
+        control_dispatcher = self._control_dispatcher(iopub, interrupts, debug_session, subshells)
         # Shell request types sent on control run in the shell, reply on control.
         control_dispatcher.forward_to(shell_dispatcher)
         # get_ipython().kernel.get_parent("control"): the last control request.
@@ -265,6 +269,7 @@ class Kernel(LoggingConfigurable):
             self.backend,
             duties=((self._watch_parent,) if self.parent_pid else ())
             + ((debug_session.serve,) if debug_session is not None else ())
+            + ((subshells.router.serve,) if subshells is not None else ())
             + self.control_duties,
             on_failure=self._stop_after_failure,
         )
@@ -314,18 +319,36 @@ class Kernel(LoggingConfigurable):
         interrupts: InterruptController,
         comm_manager: Any,
     ) -> RequestDispatcher:
+        # Another thread can take the socket over: the subshell router (routing.py).
+        self._shell_socket = HandoverSocket(self.sockets.shell)
+        stdin = StdinChannel(self.sockets.stdin, self.session)
+        stdin.should_stop = lambda: self._stopping
+        self._shell_parts = (shell, router, iopub, stdin, comm_manager)
+        dispatcher, handlers = self._new_shell("shell", self._shell_socket, interrupts)
+        dispatcher.post = self._mailbox.post
+        self._shell_handlers = handlers
+        apply = self._apply = ApplyHandlers(shell, dispatcher, self.engine)
+        dispatcher.handlers["apply_request"] = apply.apply_request
+        if self.engine is not None:
+            handlers.engine_metadata = apply
+            dispatcher.aborted_metadata = apply.aborted_metadata
+        return dispatcher
+
+    def _new_shell(
+        self, name: str, socket: Any, interrupts: Any
+    ) -> tuple[RequestDispatcher, ShellHandlers]:
+        """A dispatcher with the shell handlers, for the parent shell or a subshell."""
+        shell, router, iopub, stdin, comm_manager = self._shell_parts
         dispatcher = RequestDispatcher(
-            "shell",
-            AsyncSocket(self.sockets.shell),
+            name,
+            socket,
             self.session,
             iopub,
             serial=("execute_request", "apply_request"),
             abortable=("execute_request", "apply_request"),
         )
-        dispatcher.post = self._mailbox.post
-        stdin = StdinChannel(self.sockets.stdin, self.session)
-        stdin.should_stop = lambda: self._stopping
-        handlers = self._shell_handlers = ShellHandlers(
+        dispatcher.checks_subshell = True
+        handlers = ShellHandlers(
             shell,
             router,
             dispatcher,
@@ -333,19 +356,36 @@ class Kernel(LoggingConfigurable):
             interrupts,
             comm_manager=comm_manager,
             connection_ports={
-                f"{name}_port": getattr(self.info, f"{name}_port")
-                for name in ("shell", "iopub", "stdin", "hb", "control")
+                f"{channel}_port": getattr(self.info, f"{channel}_port")
+                for channel in ("shell", "iopub", "stdin", "hb", "control")
             },
             backend=self.backend,
             on_shutdown=lambda msg: self.request_stop(restart=bool(msg.content.get("restart"))),
         )
         dispatcher.handlers.update(handlers.handlers())
-        apply = self._apply = ApplyHandlers(shell, dispatcher, self.engine)
-        dispatcher.handlers["apply_request"] = apply.apply_request
+        return dispatcher, handlers
+
+    def _subshells(self, iopub: IOPubPublisher, mailbox: Mailbox) -> SubshellManager | None:
+        """Kernel subshells (execution/subshells.py); engines have none."""
         if self.engine is not None:
-            handlers.engine_metadata = apply
-            dispatcher.aborted_metadata = apply.aborted_metadata
-        return dispatcher
+            return None
+        router = ShellRouter(
+            self._shell_socket,
+            self.session,
+            iopub,
+            post=lambda call: self._control.mailbox.post(call),
+        )
+
+        def take_over() -> None:
+            router.take_over(Inbox(mailbox.post, router.send), wake_parent=mailbox.post)
+
+        def build(subshell: Subshell) -> RequestDispatcher:
+            name = f"subshell {subshell.id[:8]}"
+            return self._new_shell(name, subshell.inbox, subshell.interrupts)[0]
+
+        manager = SubshellManager(router, self.backend, build, take_over)
+        self._undo.callback(manager.stop_all)
+        return manager
 
     def _capture_fds(self, router: OutputRouter, iopub: IOPubPublisher) -> list[FdCapture]:
         sys.__stdout__.flush()
@@ -494,6 +534,7 @@ class Kernel(LoggingConfigurable):
         iopub: IOPubPublisher,
         interrupts: InterruptController,
         debug_session: DebugSession | None,
+        subshells: SubshellManager | None,
     ) -> RequestDispatcher:
         dispatcher = RequestDispatcher(
             "control",
@@ -510,6 +551,7 @@ class Kernel(LoggingConfigurable):
             backend=self.backend,
             request_stop=self.request_stop,
             debugger=debug_session,
+            subshells=subshells,
         )
         handlers.install(engine=self.engine is not None)
         self._control_handlers = handlers

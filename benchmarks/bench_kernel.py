@@ -4,7 +4,7 @@ Run it with ``nox -s bench`` or directly::
 
     python benchmarks/bench_kernel.py [--quick] [--kernels akernel,akernel-trio,ipykernel]
                                       [--json PATH] [--big-output [--big-output-mib MIB]]
-                                      [--only core|debugger]
+                                      [--only core|debugger|subshells]
 
 Each kernel is started as its own process, with the command its kernelspec
 uses (``python -m akernel launch -f FILE [--backend trio]``, ``python -m
@@ -58,9 +58,24 @@ Measures (medians, after a warm-up):
     breakpoints), and their ratio, the cost of tracing, then once more after
     ``disconnect`` switched the debugger off; the time to start the
     debugger, from ``initialize`` sent to ``attach`` answered, the first start
-    in each process. ``--only debugger`` runs only these, ``--only core`` all
-    the others. A kernel whose debugger fails shows ``failed: <reason>`` in
+    in each process. A kernel whose debugger fails shows ``failed: <reason>``
+    in these rows.
+13. kernel subshells (JEP 91, ``benchmarks/bench_subshells.py``), on a fresh
+    kernel: execute round trips (median and p90) of ``pass`` on the parent
+    shell before any subshell exists, then after one was created (a kernel
+    may then route every shell request through another thread); in the
+    subshell while the parent shell is idle, and while the parent shell runs
+    ``time.sleep`` (the subshell's requests go through a second client, whose
+    requests carry the ``subshell_id`` in their header); the time from
+    ``create_subshell_request`` to its reply, the first one in the process
+    and then for create-and-delete cycles, and from ``delete_subshell_request``
+    to its reply. ``list_subshell_request`` must list exactly the live
+    subshells, and an execute_request for a deleted subshell must get an
+    error reply. A kernel whose subshells fail shows ``failed: <reason>`` in
     these rows.
+
+``--only debugger`` and ``--only subshells`` run only those measures, ``--only
+core`` all the others.
 
 Besides timing, the harness checks what it receives: every reply and idle
 status must arrive, replies in order, printed lines and bytes complete and in
@@ -109,6 +124,16 @@ from bench_debugger import (  # benchmarks/, the script's directory
     start_debugger,
     stop_debugger,
 )
+from bench_subshells import (
+    CHUNK,
+    PARENT_SLEEP,
+    SubshellError,
+    SubshellRequests,
+    check_unknown_subshell,
+    measure_create_delete,
+    measure_during_parent_sleep,
+)
+from bench_subshells import REQUEST_TIMEOUT as SUBSHELL_REQUEST_TIMEOUT
 
 from akernel.wire import DELIMITER, Session
 
@@ -143,8 +168,8 @@ KERNELS: dict[str, KernelKind] = {
     ),
 }
 REFERENCE = "ipykernel"
-# The parts of the benchmark: every measure but the debugger's, and the debugger's.
-SECTIONS = ("core", "debugger")
+# The parts of the benchmark: the debugger's measures, the subshells', and all the others.
+SECTIONS = ("core", "debugger", "subshells")
 
 
 @dataclass(frozen=True)
@@ -171,6 +196,9 @@ class Config:
     debugger_work_n: int = 150
     debugger_warmup: int = 30
     debugger_start_runs: int = 4  # fresh kernels whose debugger start is timed
+    subshell_n: int = 500  # round trips timed in each subshell measure
+    subshell_warmup: int = 50
+    subshell_cycles: int = 20  # subshells created and deleted, one after the other
     timeout: float = 60.0
     sections: tuple[str, ...] = SECTIONS
 
@@ -196,6 +224,9 @@ class Config:
             debugger_work_n=30,
             debugger_warmup=10,
             debugger_start_runs=2,
+            subshell_n=100,
+            subshell_warmup=20,
+            subshell_cycles=5,
         )
 
 
@@ -256,9 +287,17 @@ class Codec:
         self.session = Session(key.encode(), signature_scheme, username="bench")
         self._hmac = hmac.new(key.encode(), digestmod=signature_scheme.partition("-")[2])
 
-    def build(self, msg_type: str, content: dict[str, Any]) -> tuple[str, list[bytes]]:
-        """A new request's msg_id and frames, ready to send from a DEALER."""
-        frames = self.session.serialize(msg_type, content)
+    def build(
+        self, msg_type: str, content: dict[str, Any], subshell_id: str | None = None
+    ) -> tuple[str, list[bytes]]:
+        """A new request's msg_id and frames, ready to send from a DEALER.
+
+        With ``subshell_id``, the header says so: a shell request for that subshell.
+        """
+        header = None
+        if subshell_id is not None:
+            header = {**self.session.new_header(msg_type), "subshell_id": subshell_id}
+        frames = self.session.serialize(msg_type, content, header=header)
         return orjson.loads(frames[2])["msg_id"], frames
 
     def decode(self, frames: list[bytes]) -> Msg:
@@ -325,9 +364,15 @@ class Client:
 
     # -- sending and receiving --
 
-    def send(self, sock: zmq.Socket, msg_type: str, content: dict[str, Any]) -> str:
-        """Build and send a request; return its msg_id."""
-        msg_id, frames = self.build(msg_type, content)
+    def send(
+        self,
+        sock: zmq.Socket,
+        msg_type: str,
+        content: dict[str, Any],
+        subshell_id: str | None = None,
+    ) -> str:
+        """Build and send a request (for a subshell: ``subshell_id``); return its msg_id."""
+        msg_id, frames = self.build(msg_type, content, subshell_id)
         sock.send_multipart(frames)
         return msg_id
 
@@ -684,11 +729,13 @@ def measure_roundtrip(
     code: str = "pass",
     n: int | None = None,
     warmup: int | None = None,
+    subshell_id: str | None = None,
 ) -> tuple[list[float], float]:
     """Execute round trips of ``code`` (reply and idle), in seconds.
 
     ``n`` timed ones after ``warmup`` untimed ones (by default, the
-    configuration's for ``pass``). Also returns the client's own CPU time per
+    configuration's for ``pass``), on the parent shell or on the subshell
+    ``subshell_id``. Also returns the client's own CPU time per
     round trip (its main thread, in microseconds), to show how much of the
     figure the harness itself costs.
     """
@@ -702,9 +749,8 @@ def measure_roundtrip(
     for count, keep in ((warmup, False), (n, True)):
         if not count:
             continue
-        requests = [
-            client.build("execute_request", {"code": code, **EXECUTE_CONTENT}) for _ in range(count)
-        ]
+        content = {"code": code, **EXECUTE_CONTENT}
+        requests = [client.build("execute_request", content, subshell_id) for _ in range(count)]
         client.set_timeout(shell, cfg.timeout)
         client.set_timeout(iopub, cfg.timeout)
         with no_gc():
@@ -1367,6 +1413,8 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
         bench_core(kind, workdir, ctx, cfg, res)
     if "debugger" in cfg.sections:
         bench_debugging(kind, workdir, ctx, cfg, res)
+    if "subshells" in cfg.sections:
+        bench_subshells(kind, workdir, ctx, cfg, res)
     if res.aborts:
         total = sum(res.aborts.values())
         where = ", ".join(f"{n} during {key}" for key, n in res.aborts.items())
@@ -1693,6 +1741,107 @@ def bench_debugging(
             res.values[f"dbg_{cell}_cost"] = _median(on) / _median(off)
 
 
+# The errors entry that explains the subshell rows' missing figures.
+SUBSHELLS_ERROR = "subshells"
+
+
+def bench_subshells(
+    kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config, res: KernelResult
+) -> None:
+    """Kernel subshells' costs, on a fresh kernel, into ``res``; failures are recorded.
+
+    In order: ``pass`` round trips on the parent shell; the first subshell's
+    creation; round trips on the parent shell again, in the subshell with
+    the parent idle, then with the parent in ``time.sleep``; create-and-delete
+    cycles; the first subshell's deletion. The subshell's requests go through a
+    second client. The measures stop at the first failure.
+    """
+    tag = f"[{kind.name}]"
+    kp: KernelProcess | None = None
+    other: Client | None = None
+    step = "starting the kernel"
+
+    def record(key: str, samples: list[float], title: str) -> None:
+        res.samples[key] = [s * 1e3 for s in samples]
+        res.values[f"{key}_p90"] = _p90(res.samples[key])
+        _progress(
+            f"{tag} {title}: median {_median(res.samples[key]):.3f} ms, "
+            f"p90 {res.values[f'{key}_p90']:.3f} ms"
+        )
+
+    def roundtrips(client: Client, subshell_id: str | None = None) -> list[float]:
+        client.drain_iopub()  # what the other client's requests left queued
+        n, warmup = cfg.subshell_n, cfg.subshell_warmup
+        return measure_roundtrip(client, cfg, "pass", n, warmup, subshell_id)[0]
+
+    try:
+        kp = start_kernel(kind, workdir, ctx, cfg)
+        parent = kp.client
+        assert parent is not None
+        step = "connecting a second client"
+        other = Client(ctx, kp.info)
+        other.settle(cfg.timeout)
+        requests = SubshellRequests(parent, min(cfg.timeout, SUBSHELL_REQUEST_TIMEOUT))
+
+        step = "round trips on the parent shell, no subshell"
+        record("sub_parent_before_ms", roundtrips(parent), "'pass' on the parent, no subshell")
+        step = "creating a subshell"
+        subshell_id, created = requests.create()
+        res.values["sub_create_first_ms"] = created * 1e3
+        _progress(f"{tag} first subshell created in {created * 1e3:.2f} ms")
+        requests.check_listed({subshell_id})
+        step = "round trips on the parent shell, one subshell"
+        record("sub_parent_after_ms", roundtrips(parent), "'pass' on the parent, one subshell")
+        res.values["sub_routing_cost"] = _median(res.samples["sub_parent_after_ms"]) / _median(
+            res.samples["sub_parent_before_ms"]
+        )
+        step = "round trips in the subshell, parent idle"
+        record("sub_idle_ms", roundtrips(other, subshell_id), "'pass' in a subshell, parent idle")
+        step = "round trips in the subshell, parent in time.sleep"
+
+        def chunk(count: int, warmup: int) -> list[float]:
+            assert other is not None
+            return measure_roundtrip(other, cfg, "pass", count, warmup, subshell_id)[0]
+
+        other.drain_iopub()
+        busy = measure_during_parent_sleep(
+            parent, chunk, cfg.subshell_n, cfg.subshell_warmup, cfg.timeout
+        )
+        record("sub_busy_ms", busy, "'pass' in a subshell, parent in time.sleep")
+        step = "creating and deleting subshells"
+        creates, deletes = measure_create_delete(requests, cfg.subshell_cycles)
+        record("sub_create_ms", creates, "create a subshell")
+        record("sub_delete_ms", deletes, "delete a subshell")
+        step = "deleting the first subshell"
+        requests.delete(subshell_id)
+        requests.check_listed(set())
+        step = "an execute_request for the deleted subshell"
+        check_unknown_subshell(other, subshell_id, min(cfg.timeout, SUBSHELL_REQUEST_TIMEOUT))
+        step = "'pass' on the parent shell after the subshells"
+        parent.sync(cfg.timeout)
+    except (BenchError, SubshellError) as e:
+        message = f"{e} ({step})"
+        if kp is not None and kp.proc is not None and kp.proc.poll() is not None:
+            message += f" (kernel died: exit status {kp.proc.returncode})"
+        if kp is not None and isinstance(e, BenchError) and (tail := kp.log_tail(8)):
+            message += f"\n--- kernel log ---\n{tail}"
+        res.errors[SUBSHELLS_ERROR] = message
+        _progress(f"{tag} subshells FAILED: {message}")
+    finally:
+        if other is not None:
+            if other.unexpected_aborts:
+                res.aborts[SUBSHELLS_ERROR] = other.unexpected_aborts
+            other.close()
+        if kp is not None:
+            if kp.client is not None and kp.client.unexpected_aborts:
+                res.aborts[SUBSHELLS_ERROR] = (
+                    res.aborts.get(SUBSHELLS_ERROR, 0) + kp.client.unexpected_aborts
+                )
+            problem = kp.shutdown()
+            if problem:
+                res.notes.append(f"shutdown of the subshell kernel: {problem}")
+
+
 def _median(samples: list[float]) -> float:
     return statistics.median(samples)
 
@@ -1739,6 +1888,33 @@ def debugger_rows() -> list[Row]:
             row(f"dbg_{cell}_after_ms", "  debugger switched off again", "ms", "{:.3f}"),
         ]
     out.append(row("dbg_start_s", "start the debugger (initialize to attach)", "s", "{:.3f}"))
+    return out
+
+
+def subshell_rows() -> list[Row]:
+    """The subshell section's rows: round trips on the parent and in a subshell; create, delete."""
+
+    def row(key: str, title: str, unit: str, fmt: str, goal: str = "", ratio: bool = True) -> Row:
+        return Row(
+            key, title, unit, fmt, goal, ratio, section="subshells", error_key=SUBSHELLS_ERROR
+        )
+
+    out = []
+    for key, title in (
+        ("sub_parent_before_ms", "execute 'pass', parent shell, no subshell"),
+        ("sub_parent_after_ms", "  parent shell, one subshell created"),
+        ("sub_idle_ms", "  in a subshell, parent shell idle"),
+        ("sub_busy_ms", "  in a subshell, parent shell in time.sleep"),
+    ):
+        out += [row(key, title, "ms", "{:.3f}"), row(f"{key}_p90", "    p90", "ms", "{:.3f}")]
+    out += [
+        row("sub_routing_cost", "  parent shell: one subshell / none", "x", "{:.2f}", ratio=False),
+        row("sub_create_first_ms", "create the first subshell", "ms", "{:.2f}"),
+        row("sub_create_ms", "create a subshell", "ms", "{:.2f}"),
+        row("sub_create_ms_p90", "  p90", "ms", "{:.2f}"),
+        row("sub_delete_ms", "delete a subshell", "ms", "{:.2f}"),
+        row("sub_delete_ms_p90", "  p90", "ms", "{:.2f}"),
+    ]
     return out
 
 
@@ -1805,6 +1981,7 @@ def rows(cfg: Config) -> tuple[Row, ...]:
             for key, title, unit, fmt, goal, ratio in big_rows
         ),
         *debugger_rows(),
+        *subshell_rows(),
     )
     return tuple(row for row in every if row.section in cfg.sections)
 
@@ -1888,6 +2065,14 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
             "(disconnect); its start is timed from "
             f"initialize sent to attach answered, the first in each of {cfg.debugger_start_runs} "
             "kernel processes"
+        )
+    if "subshells" in cfg.sections:
+        out.append(
+            f"subshells: on a fresh kernel, {cfg.subshell_n} round trips per measure; two "
+            "clients connected throughout (the second sends the subshell's requests, so the "
+            "'no subshell' figure can differ from the round trip above); the parent's sleep: "
+            f"time.sleep({PARENT_SLEEP:g}) per round, checked to outlast each round "
+            f"(chunks of {CHUNK}); {cfg.subshell_cycles} create-and-delete cycles"
         )
     for r in results:
         for key, message in r.errors.items():
@@ -1996,7 +2181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         choices=SECTIONS,
         default=None,
-        help="run only this part: the debugger's measures, or all the others (default: both)",
+        help="run only this part: the debugger's measures, the subshells', or all the others "
+        "(default: all)",
     )
     parser.add_argument(
         "--print-lines", type=int, default=None, help="lines for the print measure (200000)"

@@ -139,6 +139,8 @@ FIELDS: dict[str, dict[str, Callable[[random.Random], Any]]] = {
         ),
         "arguments": data,
     },
+    "delete_subshell_request": {"subshell_id": lambda rng: rng.choice([some_id(rng), text(rng)])},
+    "list_subshell_request": {},
 }
 SHELL_TYPES = [
     "execute_request",
@@ -161,10 +163,14 @@ CONTROL_TYPES = [
     "abort_request",
     "clear_request",
     "debug_request",
+    "delete_subshell_request",
+    "list_subshell_request",
 ]
 HANDLED = {"shell": set(SHELL_TYPES), "control": set(CONTROL_TYPES)}
-# Types no handler serves on the channel (shutdown_request is never sent).
+# Types no handler serves on the channel (shutdown_request is never sent;
+# create_subshell_request, on control, starts a thread: tests/test_subshells.py).
 UNKNOWN_TYPES = ["foo_request", "create_subshell_request", "signal_request"]
+NEVER_FUZZED = {"shutdown_request", "create_subshell_request"}
 # (channel, message type or "unknown" or "mixed", share of the cases)
 GROUPS = [
     *(("shell", t, 2.0 if t == "execute_request" else 1.0) for t in SHELL_TYPES),
@@ -252,7 +258,9 @@ def make_case(
     if group == "unknown":
         other_channel = CONTROL_TYPES if channel == "shell" else SHELL_TYPES
         msg_type = rng.choice([*UNKNOWN_TYPES, *other_channel, text(rng)])
-        if msg_type in HANDLED[channel] or msg_type == "shutdown_request":
+        if msg_type in HANDLED[channel] or (channel == "control" and msg_type in NEVER_FUZZED):
+            msg_type = "foo_request"
+        elif msg_type == "shutdown_request":
             msg_type = "foo_request"
     elif group == "mixed":
         msg_type = rng.choice([*SHELL_TYPES, "execute_request", "foo_request"])

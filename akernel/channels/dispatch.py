@@ -52,6 +52,7 @@ import anyio.abc
 from ..transport import AsyncSocket
 from ..wire import Message, Session, WireError, utcnow_iso
 from .iopub import IOPubPublisher
+from .routing import no_such_subshell
 
 log = logging.getLogger("akernel.dispatch")
 
@@ -125,6 +126,11 @@ class RequestDispatcher:
         # Set when the process is dying mid-request (SIGTERM): nothing more
         # is sent, so that clients see a dead kernel, not a finished request.
         self.ended = False
+        # Shell dispatchers only: the kernel subshell served (None: the parent
+        # shell); a request for another one is answered with an error. Control
+        # requests concern the whole kernel, whatever subshell they name.
+        self.checks_subshell = False
+        self.subshell_id: str | None = None
 
     def reply(
         self,
@@ -419,6 +425,9 @@ class RequestDispatcher:
                 metadata=self.aborted_metadata(msg),
             )
             return None
+        if self.checks_subshell and msg.header.get("subshell_id") != self.subshell_id:
+            self._not_this_subshell(msg)
+            return None
         handler = self.handlers.get(msg_type)
         if handler is None:
             log.warning("%s: ignoring unknown message type %r", self.name, msg_type)
@@ -427,6 +436,15 @@ class RequestDispatcher:
             self._unanswered.add(msg.msg_id)
         result = handler(msg)
         return result if inspect.isawaitable(result) else None
+
+    def _not_this_subshell(self, msg: Message) -> None:
+        """A request for a subshell that does not exist (the router sends those
+        it knows to their subshell)."""
+        subshell = msg.header.get("subshell_id")
+        if not msg.msg_type.endswith("_request"):
+            log.warning("%s: %s for unknown subshell %r dropped", self.name, msg.msg_type, subshell)
+            return
+        self.reply(msg, *no_such_subshell(msg, subshell))
 
     def _end(self, msg: Message) -> None:
         self._unanswered.discard(msg.msg_id)

@@ -9,6 +9,7 @@ out of the blocking receive.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import zmq
@@ -30,9 +31,16 @@ class StdinChannel:
         self.socket = socket
         self.session = session
         self.should_stop: Callable[[], bool] = lambda: False
+        # Cells of several shells (kernel subshells, in threads of their own)
+        # may ask at once: one request at a time on the socket.
+        self._lock = threading.Lock()
 
     def request_input(self, prompt: str, parent: Message, *, password: bool = False) -> str:
         """Ask the client that sent ``parent`` for a line of input."""
+        with self._lock:
+            return self._request_input(prompt, parent, password)
+
+    def _request_input(self, prompt: str, parent: Message, password: bool) -> str:
         self._drop_stale_replies()
         frames = self.session.serialize(
             "input_request",

@@ -23,6 +23,7 @@ from ..wire import Message
 from .apply import ApplyHandlers
 from .info import kernel_info
 from .interrupt import InterruptController
+from .subshells import SubshellManager
 from .usage import UsageMonitor
 
 log = logging.getLogger("akernel.control")
@@ -44,9 +45,10 @@ class ControlHandlers:
         backend: str,
         request_stop: Callable[..., None],
         debugger: Any = None,
+        subshells: SubshellManager | None = None,
     ) -> None:
         """``debugger``: the kernel's :class:`~akernel.debugging.DebugSession`, if
-        it offers one."""
+        it offers one; ``subshells``: its kernel subshells, if it has them."""
         self.dispatcher = dispatcher
         self.interrupts = interrupts
         self.apply = apply
@@ -54,6 +56,7 @@ class ControlHandlers:
         self.request_stop = request_stop
         self.usage = UsageMonitor()
         self.debugger = debugger
+        self.subshells = subshells
         # The parent of debug events: the last debug request.
         self.last_debug_request: Message | None = None
 
@@ -74,6 +77,12 @@ class ControlHandlers:
         if engine:
             dispatcher.handlers["signal_request"] = self.signal_request
         dispatcher.handlers["debug_request"] = self.debug_request
+        if self.subshells is not None:
+            dispatcher.handlers.update(
+                create_subshell_request=self.create_subshell_request,
+                delete_subshell_request=self.delete_subshell_request,
+                list_subshell_request=self.list_subshell_request,
+            )
         # A request waiting for the debugger holds up nothing behind it.
         dispatcher.concurrent.add("debug_request")
 
@@ -93,6 +102,33 @@ class ControlHandlers:
             self.dispatcher.reply(msg, "debug_reply", outcome)
             return None
         return self._reply_when_answered(msg, outcome)
+
+    def create_subshell_request(self, msg: Message) -> None:
+        assert self.subshells is not None
+        subshell_id = self.subshells.create()
+        self.dispatcher.reply(
+            msg, "create_subshell_reply", {"status": "ok", "subshell_id": subshell_id}
+        )
+
+    def delete_subshell_request(self, msg: Message) -> None:
+        assert self.subshells is not None
+        subshell_id = msg.content.get("subshell_id")
+        try:
+            self.subshells.delete(subshell_id)  # type: ignore[arg-type]
+        except (KeyError, TypeError):
+            error = {
+                "ename": "SubshellNotFound",
+                "evalue": f"no subshell with id {subshell_id!r}",
+                "traceback": [],
+            }
+            self.dispatcher.reply(msg, "delete_subshell_reply", {"status": "error", **error})
+            return
+        self.dispatcher.reply(msg, "delete_subshell_reply", {"status": "ok"})
+
+    def list_subshell_request(self, msg: Message) -> None:
+        assert self.subshells is not None
+        content = {"status": "ok", "subshell_id": self.subshells.ids()}
+        self.dispatcher.reply(msg, "list_subshell_reply", content)
 
     async def _reply_when_answered(self, msg: Message, outcome: Awaitable[dict[str, Any]]) -> None:
         self.dispatcher.reply(msg, "debug_reply", await outcome)

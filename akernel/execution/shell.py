@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from contextvars import ContextVar
 from importlib.util import find_spec
 from typing import Any
 
@@ -27,6 +28,10 @@ from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
 from .kernel_api import KernelHandle, ThreadParents, message_dict
 from .kernel_magics import LOOPLESS_GUIS, KernelMagics, unsupported_gui_message
+
+subshell_interrupts: ContextVar[Any] = ContextVar("akernel_subshell_interrupts", default=None)
+"""A subshell's interrupt controller, set in its thread: an async cell there
+registers its cancel scope with it, not with the parent shell's."""
 
 
 def release_shell(shell: AkernelShell) -> None:
@@ -193,9 +198,9 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
 
     async def run_code(self, code_obj, result=None, *, async_: bool = False) -> bool:
         """Run a code object; an async one inside a cancel scope an interrupt can cancel."""
-        if not async_ or self.interrupts is None:
+        interrupts: InterruptController | None = subshell_interrupts.get() or self.interrupts
+        if not async_ or interrupts is None:
             return await super().run_code(code_obj, result, async_=async_)
-        interrupts: InterruptController = self.interrupts
         with anyio.CancelScope() as scope:
             interrupts.cell_scope = scope
             try:
@@ -208,7 +213,7 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
         return failed
 
     def _interrupted_by_cancel(self, value: BaseException | None) -> bool:
-        interrupts = self.interrupts
+        interrupts = subshell_interrupts.get() or self.interrupts
         if interrupts is None or interrupts.cell_scope is None:
             return False
         if not interrupts.cell_scope.cancel_called:

@@ -1,0 +1,237 @@
+"""Kernel subshells (JEP 91), over the wire, on asyncio and trio.
+
+Subshells are created, listed and deleted on the control channel; a shell
+request with ``subshell_id`` in its header runs in that subshell, concurrently
+with the parent shell, which may be blocked in synchronous code meanwhile.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+import psutil
+import pytest
+from jupyter_client.blocking import BlockingKernelClient
+
+from .utils import TIMEOUT, wait_gone
+
+
+class Shells:
+    """Requests to the parent shell or a subshell, and what comes back."""
+
+    def __init__(self, kc: BlockingKernelClient) -> None:
+        self.kc = kc
+        self.iopub: list[dict[str, Any]] = []
+        self.replies: dict[str, dict[str, Any]] = {}
+
+    def control(self, msg_type: str, **content: Any) -> dict[str, Any]:
+        msg = self.kc.session.msg(msg_type, content)
+        self.kc.control_channel.send(msg)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                reply = self.kc.get_control_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                assert reply["msg_type"] == msg_type.replace("_request", "_reply")
+                return reply["content"]
+        raise TimeoutError(f"no reply to {msg_type}")
+
+    def create(self) -> str:
+        reply = self.control("create_subshell_request")
+        assert reply["status"] == "ok", reply
+        return reply["subshell_id"]
+
+    def send(self, msg_type: str, subshell: str | None = None, **content: Any) -> str:
+        msg = self.kc.session.msg(msg_type, content)
+        if subshell is not None:
+            msg["header"]["subshell_id"] = subshell
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def execute(self, code: str, subshell: str | None = None, **options: Any) -> str:
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+        content["allow_stdin"] = options.pop("allow_stdin", False)
+        return self.send("execute_request", subshell, **content, **options)
+
+    def reply(self, msg_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while msg_id not in self.replies:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply to {msg_id} in {timeout} s")
+            try:
+                msg = self.kc.get_shell_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.replies[msg["parent_header"].get("msg_id")] = msg
+        return self.replies[msg_id]
+
+    def wait_idle(self, msg_id: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            mine = [m for m in self.iopub if m["parent_header"].get("msg_id") == msg_id]
+            if any(
+                m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+                for m in mine
+            ):
+                return mine
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{msg_id} not idle in {timeout} s")
+            try:
+                self.iopub.append(self.kc.get_iopub_msg(timeout=0.5))
+            except queue.Empty:
+                pass
+
+    def stdout(self, msg_id: str) -> str:
+        return "".join(
+            m["content"]["text"]
+            for m in self.wait_idle(msg_id)
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+        )
+
+
+@pytest.fixture
+def shells(fresh_kernel) -> Shells:
+    return Shells(fresh_kernel[1])
+
+
+def test_create_list_delete(shells: Shells) -> None:
+    assert shells.control("list_subshell_request") == {"status": "ok", "subshell_id": []}
+    first, second = shells.create(), shells.create()
+    assert first != second
+    listed = shells.control("list_subshell_request")["subshell_id"]
+    assert sorted(listed) == sorted([first, second])
+    assert shells.control("delete_subshell_request", subshell_id=first) == {"status": "ok"}
+    assert shells.control("list_subshell_request")["subshell_id"] == [second]
+    again = shells.control("delete_subshell_request", subshell_id=first)
+    assert again["status"] == "error" and again["ename"] == "SubshellNotFound"
+    assert shells.control("delete_subshell_request")["status"] == "error"
+
+
+@pytest.mark.parametrize(
+    "blocking",
+    ["import time; time.sleep(5)", "import anyio; await anyio.sleep(5)"],
+    ids=["sleep", "await"],
+)
+def test_subshell_answers_while_the_parent_is_busy(shells: Shells, blocking: str) -> None:
+    subshell = shells.create()
+    parent = shells.execute(f"{blocking}; print('parent done')")
+    # The parent's cell has started.
+    deadline = time.monotonic() + TIMEOUT
+    while not any(
+        m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == parent
+        for m in shells.iopub
+    ):
+        assert time.monotonic() < deadline
+        shells.iopub.append(shells.kc.get_iopub_msg(timeout=TIMEOUT))
+    child = shells.execute("shared = 6 * 7\nprint('from the subshell', shared)", subshell)
+    reply = shells.reply(child, timeout=4)
+    assert reply["content"]["status"] == "ok"
+    assert parent not in shells.replies, "the subshell waited for the parent shell"
+    # Each cell's output goes to its own request, whichever shell runs it.
+    assert shells.stdout(child) == "from the subshell 42\n"
+    assert shells.reply(parent)["content"]["status"] == "ok"
+    assert shells.stdout(parent) == "parent done\n"
+    # One namespace for all shells.
+    check = shells.execute("print(shared)")
+    assert shells.stdout(check) == "42\n"
+
+
+def test_requests_in_order_within_a_subshell(shells: Shells) -> None:
+    subshell = shells.create()
+    ids = [
+        shells.execute(f"import time; time.sleep({0.2 - n * 0.05}); print({n})", subshell)
+        for n in range(4)
+    ]
+    for msg_id in ids:
+        assert shells.reply(msg_id)["content"]["status"] == "ok"
+    counts = [shells.reply(msg_id)["content"]["execution_count"] for msg_id in ids]
+    assert counts == sorted(counts) and len(set(counts)) == 4
+    kinds = shells.send("kernel_info_request", subshell)
+    assert shells.reply(kinds)["content"]["status"] == "ok"
+
+
+def test_unknown_subshell_gets_an_error_reply(shells: Shells) -> None:
+    # Before any subshell exists, and after one was created and deleted.
+    for _ in range(2):
+        msg_id = shells.execute("print('never')", "no-such-subshell")
+        reply = shells.reply(msg_id)["content"]
+        assert reply["status"] == "error" and reply["ename"] == "SubshellNotFound"
+        states = [
+            m["content"]["execution_state"]
+            for m in shells.wait_idle(msg_id)
+            if m["msg_type"] == "status"
+        ]
+        assert states == ["busy", "idle"]
+        deleted = shells.create()
+        shells.control("delete_subshell_request", subshell_id=deleted)
+    assert "never" not in str(shells.iopub)
+
+
+def test_stdin_from_a_subshell(shells: Shells) -> None:
+    subshell = shells.create()
+    msg_id = shells.execute("answer = input('name? ')", subshell, allow_stdin=True)
+    request = shells.kc.get_stdin_msg(timeout=TIMEOUT)
+    assert request["msg_type"] == "input_request"
+    assert request["content"]["prompt"] == "name? "
+    # The input request says which request (and so which subshell) asks.
+    assert request["parent_header"]["msg_id"] == msg_id
+    assert request["parent_header"]["subshell_id"] == subshell
+    shells.kc.input("Ada")
+    assert shells.reply(msg_id)["content"]["status"] == "ok"
+    check = shells.execute("print(answer)")
+    assert shells.stdout(check) == "Ada\n"
+
+
+def test_parent_shell_after_the_hand_over(shells: Shells) -> None:
+    shells.create()
+    # The parent shell now gets its requests from the router: all kinds still work.
+    msg_id = shells.execute("import anyio\nawait anyio.sleep(0.01)\nvalue = 5\nvalue")
+    assert shells.reply(msg_id)["content"]["status"] == "ok"
+    results = [m for m in shells.wait_idle(msg_id) if m["msg_type"] == "execute_result"]
+    assert results[0]["content"]["data"]["text/plain"] == "5"
+    complete = shells.send("complete_request", code="val", cursor_pos=3)
+    assert "value" in shells.reply(complete)["content"]["matches"]
+    failing = shells.execute("1 / 0")
+    queued = shells.execute("print('aborted?')")
+    assert shells.reply(failing)["content"]["status"] == "error"
+    assert shells.reply(queued)["content"]["status"] == "aborted"
+
+
+def test_shutdown_with_live_subshells(fresh_kernel) -> None:
+    km, kc = fresh_kernel
+    shells = Shells(kc)
+    process = psutil.Process(km.provisioner.process.pid)
+    busy = shells.create()
+    shells.create()
+    shells.execute("import anyio; await anyio.sleep(60)", busy)
+    km.shutdown_kernel(now=False)
+    assert wait_gone(process, timeout=30), "the kernel did not end with live subshells"
+
+
+def test_subshells_leave_nothing_behind(shells: Shells) -> None:
+    probe = (
+        "import os, threading\n"
+        "print(len(os.listdir('/proc/self/fd')),"
+        " sum(t.name.startswith('akernel-subshell') for t in threading.enumerate()))"
+    )
+    shells.create()  # the router owns the socket from now on; count from here
+    first = shells.execute(probe)
+    fds, threads = map(int, shells.stdout(first).split())
+    assert threads == 1
+    for _ in range(20):
+        subshell = shells.create()
+        ran = shells.execute("pass", subshell)
+        assert shells.reply(ran)["content"]["status"] == "ok"
+        shells.control("delete_subshell_request", subshell_id=subshell)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        again = shells.execute(probe)
+        now_fds, now_threads = map(int, shells.stdout(again).split())
+        if (now_fds, now_threads) == (fds, threads) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (now_fds, now_threads) == (fds, threads)
