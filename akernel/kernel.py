@@ -385,6 +385,10 @@ class Kernel(LoggingConfigurable):
 
         manager = SubshellManager(router, self.backend, build, take_over)
         self._undo.callback(manager.stop_all)
+        # An interrupt concerns every shell (docs/subshells.md).
+        self._interrupts.subshells = lambda: [
+            s.interrupts for s in list(manager.subshells.values())
+        ]
         return manager
 
     def _capture_fds(self, router: OutputRouter, iopub: IOPubPublisher) -> list[FdCapture]:

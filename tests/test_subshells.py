@@ -235,3 +235,34 @@ def test_subshells_leave_nothing_behind(shells: Shells) -> None:
             break
         time.sleep(0.2)
     assert (now_fds, now_threads) == (fds, threads)
+
+
+@pytest.mark.parametrize("mode", ["signal", "message"])
+def test_interrupt_reaches_every_shell(backend: str, mode: str) -> None:
+    from .conftest import start_kernel, stop_kernel
+
+    km, kc = start_kernel(backend, interrupt_mode=mode)
+    try:
+        shells = Shells(kc)
+        subshell = shells.create()
+        waiting = shells.execute("import anyio; await anyio.sleep(60)", subshell)
+        parent = shells.execute("import time; time.sleep(60)")
+        deadline = time.monotonic() + TIMEOUT
+        started = set()
+        while started != {waiting, parent}:
+            assert time.monotonic() < deadline, "the cells did not start"
+            msg = kc.get_iopub_msg(timeout=TIMEOUT)
+            shells.iopub.append(msg)
+            if msg["msg_type"] == "execute_input":
+                started.add(msg["parent_header"]["msg_id"])
+        km.interrupt_kernel()
+        # Both cells end with KeyboardInterrupt, long before their minute is up.
+        for msg_id in (waiting, parent):
+            reply = shells.reply(msg_id, timeout=20)["content"]
+            assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+        # And both shells go on.
+        for shell in (subshell, None):
+            check = shells.execute("print('alive')", shell)
+            assert shells.stdout(check) == "alive\n"
+    finally:
+        stop_kernel(km, kc)

@@ -108,6 +108,7 @@ class ApplyHandlers:
             finally:
                 if interrupts is not None:
                     interrupts.executing = False
+                    interrupts.pending = False
             result_buffers = serialize_object(result)
         except BaseException as error:  # reported to the client, as a cell's error
             reply = self._error_reply(error)

@@ -90,6 +90,9 @@ class ShellHandlers:
         user_expressions = content.get("user_expressions") or {}
         shell = self.shell
         started = utcnow_iso()
+        # From here on an interrupt is for this cell (kept for its code if it
+        # comes before the code starts): clients interrupt once they see it begin.
+        self.interrupts.executing = True
 
         if not silent:
             # The number this cell gets; without history, the current one.
@@ -181,6 +184,7 @@ class ShellHandlers:
                 result.error_in_exec = e
         finally:
             self.interrupts.executing = False
+            self.interrupts.pending = False
             builtins.input, getpass.getpass = saved_input, saved_getpass
             self.router.drain_captured()
             shell.events.trigger("post_execute")

@@ -9,6 +9,8 @@ What an interrupt does depends on where the main thread is when it lands:
 * in the event loop while an async cell is suspended in ``await``: cancel
   the cell's cancel scope (from the loop, through the mailbox), and the cell
   ends with a ``KeyboardInterrupt`` error;
+* while a cell is being prepared (transformed, compiled), before its code
+  runs: the code raises ``KeyboardInterrupt`` as soon as it starts;
 * with no cell running: nothing to interrupt, it is logged and ignored.
 
 "In user code" means the cell's frame, called by IPython's ``run_code``, is
@@ -24,6 +26,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -87,9 +90,14 @@ class InterruptController:
         self.mailbox = mailbox
         self.executing = False
         self.cell_scope: anyio.CancelScope | None = None
+        # An interrupt that came while the running cell was still being prepared.
+        self.pending = False
         self._main_thread_id = threading.main_thread().ident
         self._previous_handler: object = None
         self._installed = False
+        # The kernel subshells' controllers (execution/subshells.py): an
+        # interrupt concerns the whole kernel, every shell's running cell.
+        self.subshells: Callable[[], list[Any]] = list
 
     def install(self) -> None:
         """Take over SIGINT (main thread only)."""
@@ -124,6 +132,7 @@ class InterruptController:
         host), only a cell suspended in ``await`` can be interrupted: its
         cancel scope is cancelled.
         """
+        self._interrupt_subshells()
         if not self.executing:
             return
         if self._installed and self._main_thread_id is not None:
@@ -136,7 +145,12 @@ class InterruptController:
             log.warning("cannot interrupt a cell that holds the event loop without SIGINT")
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self._interrupt_subshells()
         self.interrupt_at(frame)
+
+    def _interrupt_subshells(self) -> None:
+        for subshell in self.subshells():
+            subshell.interrupt()
 
     def interrupt_at(self, frame: FrameType | None) -> None:
         """Interrupt the cell from a signal handler that stopped ``frame``."""
@@ -156,7 +170,10 @@ class InterruptController:
         if scope is not None:
             self.mailbox.post(scope.cancel)
         else:
-            log.info("interrupt received outside user code: ignored")
+            # The cell is being prepared (transformed, compiled): its code
+            # raises it when it starts (``AkernelShell.run_code``).
+            log.info("interrupt received before the cell's code started: kept for it")
+            self.pending = True
 
 
 # pydevd's modules (debugpy's debugger; its compiled trace function included).

@@ -199,6 +199,14 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
     async def run_code(self, code_obj, result=None, *, async_: bool = False) -> bool:
         """Run a code object; an async one inside a cancel scope an interrupt can cancel."""
         interrupts: InterruptController | None = subshell_interrupts.get() or self.interrupts
+        if interrupts is not None and interrupts.pending:
+            # Interrupted while the cell was being prepared: stop before its code runs.
+            interrupts.pending = False
+            error = KeyboardInterrupt()
+            if result is not None:
+                result.error_in_exec = error
+            self.showtraceback((KeyboardInterrupt, error, None))
+            return True
         if not async_ or interrupts is None:
             return await super().run_code(code_obj, result, async_=async_)
         with anyio.CancelScope() as scope:

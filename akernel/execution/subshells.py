@@ -42,12 +42,27 @@ class SubshellInterrupts:
         self.mailbox = mailbox
         self.executing = False
         self.cell_scope: anyio.CancelScope | None = None
+        # An interrupt that came while the running cell was still being prepared.
+        self.pending = False
 
     def interrupt(self) -> None:
-        """Cancel the running async cell, if it is suspended in ``await``."""
+        """Cancel the running async cell (any thread, signal handlers included):
+        it ends with ``KeyboardInterrupt`` at its next ``await``. Synchronous
+        code in a subshell cannot be interrupted: only the main thread gets
+        signals, and an exception thrown into another thread could land in
+        the middle of a message being sent."""
+        # Looked at in the subshell's loop, not here: there, a cell is either
+        # suspended in ``await`` (its scope set), or still being prepared.
+        self.mailbox.post(self._interrupt_in_loop)
+
+    def _interrupt_in_loop(self) -> None:
+        if not self.executing:
+            return
         scope = self.cell_scope
-        if self.executing and scope is not None:
-            self.mailbox.post(scope.cancel)
+        if scope is not None:
+            scope.cancel()
+        else:
+            self.pending = True  # raised when its code starts (AkernelShell.run_code)
 
 
 class Subshell:
