@@ -324,6 +324,7 @@ class Kernel(LoggingConfigurable):
         stdin = StdinChannel(self.sockets.stdin, self.session)
         stdin.should_stop = lambda: self._stopping
         self._shell_parts = (shell, router, iopub, stdin, comm_manager)
+        self._comm_lock = threading.RLock()
         dispatcher, handlers = self._new_shell("shell", self._shell_socket, interrupts)
         dispatcher.post = self._mailbox.post
         self._shell_handlers = handlers
@@ -362,6 +363,7 @@ class Kernel(LoggingConfigurable):
             backend=self.backend,
             on_shutdown=lambda msg: self.request_stop(restart=bool(msg.content.get("restart"))),
         )
+        handlers.comm_lock = self._comm_lock
         dispatcher.handlers.update(handlers.handlers())
         return dispatcher, handlers
 
@@ -385,6 +387,9 @@ class Kernel(LoggingConfigurable):
 
         manager = SubshellManager(router, self.backend, build, take_over)
         self._undo.callback(manager.stop_all)
+        shell = self._shell_parts[0]
+        shell.kernel.subshells = manager
+        self._undo.callback(setattr, shell.kernel, "subshells", None)
         # An interrupt concerns every shell (docs/subshells.md).
         self._interrupts.subshells = lambda: [
             s.interrupts for s in list(manager.subshells.values())

@@ -266,3 +266,60 @@ def test_interrupt_reaches_every_shell(backend: str, mode: str) -> None:
             assert shells.stdout(check) == "alive\n"
     finally:
         stop_kernel(km, kc)
+
+
+WIDGET = """\
+import ipywidgets
+slider = ipywidgets.IntSlider(value=1)
+seen = []
+def on_value(change):
+    seen.append(change["new"])
+    print("observer saw", change["new"])
+slider.observe(on_value, names="value")
+slider.comm.comm_id
+"""
+
+
+def test_widget_callback_runs_while_the_parent_blocks(shells: Shells) -> None:
+    opened = shells.execute(WIDGET)
+    assert shells.reply(opened)["content"]["status"] == "ok"
+    results = [m for m in shells.wait_idle(opened) if m["msg_type"] == "execute_result"]
+    comm_id = results[0]["content"]["data"]["text/plain"].strip("'")
+    subshell = shells.create()  # as JupyterLab does, one for the widget comm target
+    parent = shells.execute("import time; time.sleep(5); print('parent done')")
+    deadline = time.monotonic() + TIMEOUT
+    while not any(
+        m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == parent
+        for m in shells.iopub
+    ):
+        assert time.monotonic() < deadline
+        shells.iopub.append(shells.kc.get_iopub_msg(timeout=TIMEOUT))
+    # The frontend moves the slider: a comm message on the subshell.
+    update = shells.send(
+        "comm_msg",
+        subshell,
+        comm_id=comm_id,
+        data={"method": "update", "state": {"value": 7}, "buffer_paths": []},
+    )
+    answered = shells.wait_idle(update, timeout=4)
+    assert parent not in shells.replies, "the callback waited for the parent's cell"
+    assert "observer saw 7\n" in [m["content"].get("text") for m in answered]
+    # ipywidgets echoes the new state back to the frontends, parented to the update.
+    echoes = [m for m in answered if m["msg_type"] == "comm_msg"]
+    assert echoes and echoes[0]["content"]["data"]["method"] == "echo_update"
+    assert shells.reply(parent)["content"]["status"] == "ok"
+    check = shells.execute("print(seen, slider.value)")
+    assert shells.stdout(check) == "[7] 7\n"
+
+
+def test_subshell_magic(shells: Shells) -> None:
+    before = shells.execute("%subshell")
+    lines = dict(line.split(": ", 1) for line in shells.stdout(before).splitlines())
+    assert lines["subshell id"] == "None" and lines["subshell list"] == "[]"
+    assert lines["thread id"] == lines["main thread id"]
+    subshell = shells.create()
+    inside = shells.execute("%subshell", subshell)
+    lines = dict(line.split(": ", 1) for line in shells.stdout(inside).splitlines())
+    assert lines["subshell id"] == subshell
+    assert lines["subshell list"] == repr([subshell])
+    assert lines["thread id"] != lines["main thread id"]

@@ -10,6 +10,7 @@ import builtins
 import getpass
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,8 @@ class ShellHandlers:
         self._allow_stdin = False
         # An ipyparallel engine's reply metadata (set by the kernel of an engine).
         self.engine_metadata: Any = None
+        # Shared by the shells of one kernel (the kernel sets it): see comm_open.
+        self.comm_lock: Any = threading.RLock()
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -341,14 +344,21 @@ class ShellHandlers:
         }
         self.dispatcher.reply(msg, "comm_info_reply", {"status": "ok", "comms": comms})
 
+    # Comm handlers (widget callbacks) of every shell take one lock: with kernel
+    # subshells they run concurrently with the parent shell's cell, which is the
+    # point, but never with each other (docs/subshells.md).
+
     def comm_open(self, msg: Message) -> None:
-        self.comm_manager.comm_open(None, None, as_comm_msg(msg))
+        with self.comm_lock:
+            self.comm_manager.comm_open(None, None, as_comm_msg(msg))
 
     def comm_msg(self, msg: Message) -> None:
-        self.comm_manager.comm_msg(None, None, as_comm_msg(msg))
+        with self.comm_lock:
+            self.comm_manager.comm_msg(None, None, as_comm_msg(msg))
 
     def comm_close(self, msg: Message) -> None:
-        self.comm_manager.comm_close(None, None, as_comm_msg(msg))
+        with self.comm_lock:
+            self.comm_manager.comm_close(None, None, as_comm_msg(msg))
 
 
 def _code_and_cursor(content: dict[str, Any]) -> tuple[str, int]:

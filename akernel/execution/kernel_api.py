@@ -57,6 +57,8 @@ class KernelHandle:
 
     # The kernel's task group for work that outlives a cell (set by the kernel).
     task_group: Any = None
+    # The kernel's subshells (execution/subshells.py; set by the kernel), for %subshell.
+    subshells: Any = None
 
     def __init__(self, shell: ZMQInteractiveShell) -> None:
         self._shell = shell

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from IPython.core.magics.code import MacroToEdit
 from IPython.display import Javascript, display
 from IPython.utils import openpy
 from IPython.utils.process import arg_split
+
+from ..channels import current_request
 
 # GUI names that need no event loop in the kernel: the figure lives in the
 # frontend (inline images, widgets, nbagg's comm) or in a browser (webagg).
@@ -67,7 +70,7 @@ def connection_details(shell: Any) -> tuple[dict[str, Any] | None, str | None]:
 @magics_class
 class KernelMagics(Magics):
     """``%edit``, ``%clear``, ``%less``/``%more``, ``%man``, ``%connect_info``,
-    ``%autosave``, ``%qtconsole`` and ``%gui``, as a kernel has them."""
+    ``%autosave``, ``%qtconsole``, ``%gui`` and ``%subshell``, as a kernel has them."""
 
     @line_magic
     def edit(self, parameter_s: str = "", last_call: list[str] | None = None) -> None:
@@ -212,3 +215,20 @@ class KernelMagics(Magics):
         """
         _, arg = self.parse_options(parameter_s, "")
         self.shell.enable_gui(arg.strip() or None)
+
+    @line_magic
+    def subshell(self, arg_s: str = "") -> None:
+        """Say which kernel subshell runs this cell (None: the parent shell), and
+        list the kernel's subshells; in ipykernel's format."""
+        manager = getattr(self.shell.kernel, "subshells", None)
+        if manager is None:
+            print("This kernel has no subshells")
+            return
+        request = current_request.get()
+        subshell_id = request.header.get("subshell_id") if request is not None else None
+        print(f"subshell id: {subshell_id}")
+        print(f"thread id: {threading.current_thread().ident}")
+        print(f"main thread id: {threading.main_thread().ident}")
+        print(f"pid: {os.getpid()}")
+        print(f"thread count: {threading.active_count()}")
+        print(f"subshell list: {manager.ids()}")
