@@ -364,6 +364,7 @@ class Kernel(LoggingConfigurable):
             on_shutdown=lambda msg: self.request_stop(restart=bool(msg.content.get("restart"))),
         )
         handlers.comm_lock = self._comm_lock
+        handlers.offers_subshells = self.engine is None
         dispatcher.handlers.update(handlers.handlers())
         return dispatcher, handlers
 

@@ -325,3 +325,11 @@ def test_subshell_magic(shells: Shells) -> None:
     assert lines["subshell id"] == subshell
     assert lines["subshell list"] == repr([subshell])
     assert lines["thread id"] != lines["main thread id"]
+
+
+def test_advertised(shells: Shells) -> None:
+    shell_info = shells.send("kernel_info_request")
+    features = shells.reply(shell_info)["content"]["supported_features"]
+    assert "kernel subshells" in features
+    control_info = shells.control("kernel_info_request")
+    assert "kernel subshells" in control_info["supported_features"]

@@ -87,7 +87,9 @@ class ControlHandlers:
         dispatcher.concurrent.add("debug_request")
 
     def kernel_info_request(self, msg: Message) -> None:
-        info = kernel_info(self.backend, debugger=self.debugger is not None)
+        info = kernel_info(
+            self.backend, debugger=self.debugger is not None, subshells=self.subshells is not None
+        )
         self.dispatcher.reply(msg, "kernel_info_reply", info)
 
     def debug_request(self, msg: Message) -> Awaitable[None] | None:

@@ -56,6 +56,8 @@ class ShellHandlers:
         self.backend = backend
         # Set by the kernel when it serves debug requests on control.
         self.offers_debugger = False
+        # Set by the kernel when it has kernel subshells (not an engine).
+        self.offers_subshells = False
         self.on_shutdown = on_shutdown
         self._allow_stdin = False
         # An ipyparallel engine's reply metadata (set by the kernel of an engine).
@@ -324,7 +326,9 @@ class ShellHandlers:
     # -- kernel and comms -------------------------------------------------------
 
     def kernel_info_request(self, msg: Message) -> None:
-        info = kernel_info(self.backend, debugger=self.offers_debugger)
+        info = kernel_info(
+            self.backend, debugger=self.offers_debugger, subshells=self.offers_subshells
+        )
         self.dispatcher.reply(msg, "kernel_info_reply", info)
 
     def connect_request(self, msg: Message) -> None:

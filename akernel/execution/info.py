@@ -11,7 +11,9 @@ from ..wire import PROTOCOL_VERSION
 
 
 @cache
-def kernel_info(backend: str = "asyncio", *, debugger: bool = False) -> dict[str, Any]:
+def kernel_info(
+    backend: str = "asyncio", *, debugger: bool = False, subshells: bool = False
+) -> dict[str, Any]:
     import IPython
 
     python = ".".join(map(str, sys.version_info[:3]))
@@ -37,7 +39,8 @@ def kernel_info(backend: str = "asyncio", *, debugger: bool = False) -> dict[str
             {"text": "Python Reference", "url": "https://docs.python.org/3/"},
             {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
         ],
-        # Only what is implemented: no kernel subshells yet.
+        # Only what this kernel offers (engines: neither).
         "debugger": debugger,
-        "supported_features": ["debugger"] if debugger else [],
+        "supported_features": (["debugger"] if debugger else [])
+        + (["kernel subshells"] if subshells else []),
     }
