@@ -19,7 +19,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import anyio
 import zmq
 
 from .frames import has_input, recv_frames, send_frames
@@ -50,33 +49,27 @@ class HandoverSocket(AsyncSocket):
 
     async def recv_multipart(self) -> list[Any]:
         while True:
-            with self._lock:
-                relay = self._relay
-                if relay is None:
-                    try:
-                        return recv_frames(self.socket)
-                    except zmq.Again:
-                        pass
+            relay, frames = self._recv_now()
+            if frames is not None:
+                return frames
             if relay is not None:
                 return await relay.recv_multipart()
-            with anyio.CancelScope() as scope:
-                self._wait_scope = scope
-                try:
-                    await anyio.wait_readable(self._fd)
-                finally:
-                    self._wait_scope = None
-            if scope.cancelled_caught:
-                await anyio.lowlevel.checkpoint()
+            await self._wait_for_input()
 
     def recv_multipart_nowait(self) -> list[Any] | None:
+        relay, frames = self._recv_now()
+        return relay.recv_multipart_nowait() if relay is not None else frames
+
+    def _recv_now(self) -> tuple[Relay | None, list[Any] | None]:
+        """(the relay, None) once handed over; else (None, a message ready now or None)."""
         with self._lock:
             relay = self._relay
-            if relay is None:
-                try:
-                    return recv_frames(self.socket)
-                except zmq.Again:
-                    return None
-        return relay.recv_multipart_nowait()
+            if relay is not None:
+                return relay, None
+            try:
+                return None, recv_frames(self.socket)
+            except zmq.Again:
+                return None, None
 
     def send_multipart(self, frames: list[Any], copy: bool = True) -> None:
         with self._lock:

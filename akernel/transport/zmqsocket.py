@@ -42,16 +42,20 @@ class AsyncSocket:
                 return recv_frames(socket)
             except zmq.Again:
                 pass
-            with anyio.CancelScope() as scope:
-                self._wait_scope = scope
-                try:
-                    await anyio.wait_readable(self._fd)
-                finally:
-                    self._wait_scope = None
-            if scope.cancelled_caught:
-                # Woken by a send that saw POLLIN; yield once so a flood of
-                # sends cannot starve other tasks.
-                await anyio.lowlevel.checkpoint()
+            await self._wait_for_input()
+
+    async def _wait_for_input(self) -> None:
+        """Wait until the socket's descriptor says its state may have changed."""
+        with anyio.CancelScope() as scope:
+            self._wait_scope = scope
+            try:
+                await anyio.wait_readable(self._fd)
+            finally:
+                self._wait_scope = None
+        if scope.cancelled_caught:
+            # Woken by a send that saw POLLIN; yield once so a flood of
+            # sends cannot starve other tasks.
+            await anyio.lowlevel.checkpoint()
 
     def recv_multipart_nowait(self) -> list[Any] | None:
         """The next message if one is ready now, else ``None``."""
