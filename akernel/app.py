@@ -214,6 +214,8 @@ class LaunchApp(Application):
                     # A file of its own has a new key: no earlier kernel used it.
                     replay_guard_file=None if created else _replay_guard_file(info.key),
                     connection_file=os.path.abspath(path),
+                    # A restart reuses a file it was given: keep a crash journal.
+                    journal=not created,
                 )
             except ConnectionError_ as e:
                 raise UsageError(str(e)) from None

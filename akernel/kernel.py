@@ -47,6 +47,7 @@ from .execution import (
     set_running,
     uninstall_comms,
 )
+from .execution.crash_recovery import CrashRecovery
 from .execution.debugger import install_kernel_pdb
 from .execution.process_end import DeathBySignal
 from .execution.recognition import recognise_running_kernel
@@ -117,6 +118,12 @@ class Kernel(LoggingConfigurable):
         help="Offer JupyterLab's visual debugger (debug_request on control; needs debugpy)."
         " Engines never offer it.",
     ).tag(config=True)
+    crash_journal = Bool(
+        True,
+        help="Keep a crash journal beside the connection file, when the kernel was given"
+        " one (a restarted kernel then reports how its predecessor died; %recover)."
+        " See docs/robustness.md.",
+    ).tag(config=True)
     orphan_output_to_last_cell = Bool(
         True,
         help="Output from code outside any request (e.g. threads not started by a cell) goes"
@@ -138,6 +145,7 @@ class Kernel(LoggingConfigurable):
         startup: StartupCode | None = None,
         replay_guard_file: str | os.PathLike[str] | None = None,
         connection_file: str | os.PathLike[str] | None = None,
+        journal: bool = False,
         **kwargs: Any,
     ) -> None:
         """``engine``: serve as this ipyparallel engine. ``heartbeat_capture``
@@ -147,10 +155,13 @@ class Kernel(LoggingConfigurable):
         ``replay_guard_file`` keeps the signatures of accepted messages, so
         that a kernel restarted with the same key refuses them too.
         ``connection_file``: where ``info`` was read from or written to, if it
-        was (libraries look it up: see execution/recognition.py)."""
+        was (libraries look it up: see execution/recognition.py). ``journal``: the
+        connection file was given (a restart reuses it), so keep a crash journal
+        beside it (execution/crash_recovery.py)."""
         super().__init__(config=config, **kwargs)
         self.info = info
         self.connection_file = os.fspath(connection_file) if connection_file else None
+        self.journal = journal
         self.sockets = sockets
         self.backend = backend
         self.user_ns = user_ns
@@ -257,6 +268,7 @@ class Kernel(LoggingConfigurable):
         if self.engine is not None:
             undo.callback(self._apply.install_data_publisher())
 
+        recovery = self._crash_recovery(shell, undo)
         debug_session = self._debug_session(shell, iopub, mailbox, interrupts)
         subshells = self._subshells(iopub, mailbox)
         control_dispatcher = self._control_dispatcher(iopub, interrupts, debug_session, subshells)
@@ -270,6 +282,7 @@ class Kernel(LoggingConfigurable):
             duties=((self._watch_parent,) if self.parent_pid else ())
             + ((debug_session.serve,) if debug_session is not None else ())
             + ((subshells.router.serve,) if subshells is not None else ())
+            + ((recovery.sample_memory,) if recovery is not None else ())
             + self.control_duties,
             on_failure=self._stop_after_failure,
         )
@@ -506,6 +519,21 @@ class Kernel(LoggingConfigurable):
         return signal.signal(signal.SIGTERM, on_sigterm)
 
     # -- control channel ----------------------------------------------------------
+
+    def _crash_recovery(self, shell: AkernelShell, undo: ExitStack) -> CrashRecovery | None:
+        """The crash journal (execution/crash_recovery.py), for a kernel given a
+        connection file of its own; not for engines nor embedded kernels."""
+        if not (self.journal and self.crash_journal and self.connection_file):
+            return None
+        if self.engine is not None:
+            return None
+        try:
+            recovery = CrashRecovery(shell, self.connection_file, self.backend)
+        except OSError as error:
+            log.warning("no crash journal: %s", error)
+            return None
+        undo.callback(recovery.install(for_good=lambda: self._final_shutdown))
+        return recovery
 
     def _debug_session(
         self,

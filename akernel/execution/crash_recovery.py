@@ -1,0 +1,143 @@
+"""Crash recovery: the journal of a kernel started on a connection file of its own.
+
+jupyter_client restarts a dead kernel with the same connection file; the new
+kernel finds its predecessor's journal beside it (akernel/recovery). Here the
+kernel keeps its own journal (each cell's input when it starts, its status when
+it ends, memory samples every second, faulthandler's stacks on a fatal signal),
+shows the report of a predecessor that died before the first cell's output,
+and offers ``%crashinfo`` (the report again) and ``%recover`` (re-run the cells
+that completed in the dead kernel). A clean end of the kernel leaves no report.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..recovery.journal import Journal, journal_paths
+from ..recovery.report import CrashReport, analyse, format_report, memory_limit, rss_bytes
+
+log = logging.getLogger("akernel.recovery")
+
+MEMORY_SAMPLE_INTERVAL = 1.0
+
+
+class CrashRecovery:
+    """One kernel's journal and its predecessor's report."""
+
+    def __init__(self, shell: Any, connection_file: str, backend: str) -> None:
+        self.shell = shell
+        self.paths = journal_paths(connection_file)
+        self.journal, predecessor = Journal.open(self.paths, pid=os.getpid(), backend=backend)
+        self.report: CrashReport | None = analyse(
+            predecessor.contents, predecessor.fault_text, now=time.time()
+        )
+        # Cells (main thread, subshells) and the memory sampler write: one at a time.
+        self._lock = threading.Lock()
+        self._shown = False
+        self._replaying = False
+        self._running: int | None = None
+
+    def install(self, for_good: Callable[[], bool]) -> Callable[[], None]:
+        """Start journaling; return what undoes it (a clean end: no report next time).
+        When ``for_good()`` says no restart follows, the files go too."""
+        faulthandler.enable(file=self.journal.fault_fd, all_threads=True)
+        events = self.shell.events
+        events.register("pre_run_cell", self._cell_started)
+        events.register("post_run_cell", self._cell_finished)
+        magic = self.shell.register_magic_function
+        magic(self.crashinfo, magic_kind="line", magic_name="crashinfo")
+        magic(self.recover, magic_kind="line", magic_name="recover")
+
+        def undo() -> None:
+            events.unregister("pre_run_cell", self._cell_started)
+            events.unregister("post_run_cell", self._cell_finished)
+            faulthandler.disable()
+            with self._lock:
+                self.journal.close_cleanly()
+            if for_good():
+                for path in (self.paths.journal, self.paths.fault):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+
+        return undo
+
+    async def sample_memory(self) -> None:
+        """Every second, the process's memory and its limit (a SIGKILL leaves no other trace)."""
+        limit, source = memory_limit()
+        while True:
+            rss = rss_bytes()
+            if rss is not None:
+                with self._lock:
+                    if not self.journal.closed:
+                        self.journal.memory_sample(rss, limit, source)
+            await anyio.sleep(MEMORY_SAMPLE_INTERVAL)
+
+    def _cell_started(self, info: Any) -> None:
+        if self.report is not None and not self._shown:
+            self._shown = True
+            # Before the cell's own output, in the cell that runs first.
+            sys.stderr.write(format_report(self.report) + "\n")
+            sys.stderr.flush()
+        if self._replaying:
+            return
+        self._running = self.shell.execution_count
+        with self._lock:
+            self.journal.cell_started(self._running, info.raw_cell or "")
+
+    def _cell_finished(self, result: Any) -> None:
+        if self._replaying or self._running is None:
+            return
+        count, self._running = self._running, None
+        with self._lock:
+            self.journal.cell_finished(count, "ok" if result.success else "error")
+
+    # -- magics ---------------------------------------------------------------
+
+    def crashinfo(self, line: str = "") -> None:
+        """Show how the previous kernel on this connection file ended."""
+        if self.report is None:
+            print("The previous kernel on this connection file ended cleanly (or there was none).")
+            return
+        print(format_report(self.report))
+
+    @magic_arguments()
+    @argument("--list", action="store_true", help="list the cells that would run; run none")
+    @argument("--stop", type=int, default=None, help="stop before the cell with this number")
+    def recover(self, line: str = "") -> None:
+        """Re-run the cells that completed without error in the kernel that died, in order.
+
+        Replaying re-executes their side effects (files written, requests sent).
+        """
+        args = parse_argstring(self.recover, line)
+        if self.report is None:
+            print("Nothing to recover: the previous kernel ended cleanly (or there was none).")
+            return
+        cells = [c for c in self.report.completed if args.stop is None or c.count < args.stop]
+        if args.list:
+            for cell in cells:
+                first = cell.code.strip().splitlines()[0] if cell.code.strip() else ""
+                print(f"[{cell.count}] {first}")
+            return
+        self._replaying = True
+        try:
+            for cell in cells:
+                print(f"re-running cell [{cell.count}]")
+                result = self.shell.run_cell(cell.code, store_history=False)
+                if not result.success:
+                    print(f"cell [{cell.count}] failed: stopping here")
+                    return
+        finally:
+            self._replaying = False
+        print(f"recovered {len(cells)} cell(s)")
