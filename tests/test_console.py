@@ -97,6 +97,10 @@ class Terminal:
         )
 
 
+# Seconds for the console's IOPub subscription to reach the kernel (see the fixture).
+CONSOLE_SETTLE = 2.0
+
+
 def kernel_of(console_pid: int, timeout: float = TIMEOUT) -> psutil.Process:
     """The akernel process the console started (its child)."""
     deadline = time.monotonic() + timeout
@@ -146,6 +150,12 @@ def console(backend: str, request: pytest.FixtureRequest) -> Iterator[ConsoleSes
     try:
         terminal = Terminal(child)
         terminal.expect_prompt(1)
+        # jupyter_console shows its prompt without checking that its IOPub
+        # subscription has reached the kernel (jupyter_client's wait_for_ready
+        # does, the console does not): a cell typed before that loses its
+        # status messages, and the console waits for their "idle" forever. Give
+        # the subscription time to land; nothing is timed or asserted here.
+        time.sleep(CONSOLE_SETTLE)
         kernel = kernel_of(child.pid)
         yield ConsoleSession(terminal, kernel)
     finally:
