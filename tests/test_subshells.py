@@ -85,6 +85,16 @@ class Shells:
             except queue.Empty:
                 pass
 
+    def wait_started(self, msg_id: str) -> None:
+        """Until the cell of execute request ``msg_id`` has begun (its execute_input)."""
+        deadline = time.monotonic() + TIMEOUT
+        while not any(
+            m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == msg_id
+            for m in self.iopub
+        ):
+            assert time.monotonic() < deadline, f"{msg_id} did not start"
+            self.iopub.append(self.kc.get_iopub_msg(timeout=TIMEOUT))
+
     def stdout(self, msg_id: str) -> str:
         return "".join(
             m["content"]["text"]
@@ -120,13 +130,7 @@ def test_subshell_answers_while_the_parent_is_busy(shells: Shells, blocking: str
     subshell = shells.create()
     parent = shells.execute(f"{blocking}; print('parent done')")
     # The parent's cell has started.
-    deadline = time.monotonic() + TIMEOUT
-    while not any(
-        m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == parent
-        for m in shells.iopub
-    ):
-        assert time.monotonic() < deadline
-        shells.iopub.append(shells.kc.get_iopub_msg(timeout=TIMEOUT))
+    shells.wait_started(parent)
     child = shells.execute("shared = 6 * 7\nprint('from the subshell', shared)", subshell)
     reply = shells.reply(child, timeout=4)
     assert reply["content"]["status"] == "ok"
@@ -289,13 +293,7 @@ def test_widget_callback_runs_while_the_parent_blocks(shells: Shells) -> None:
     comm_id = results[0]["content"]["data"]["text/plain"].strip("'")
     subshell = shells.create()  # as JupyterLab does, one for the widget comm target
     parent = shells.execute("import time; time.sleep(5); print('parent done')")
-    deadline = time.monotonic() + TIMEOUT
-    while not any(
-        m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == parent
-        for m in shells.iopub
-    ):
-        assert time.monotonic() < deadline
-        shells.iopub.append(shells.kc.get_iopub_msg(timeout=TIMEOUT))
+    shells.wait_started(parent)
     # The frontend moves the slider: a comm message on the subshell.
     update = shells.send(
         "comm_msg",

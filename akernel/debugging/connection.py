@@ -70,7 +70,7 @@ class PydevdConnection:
         """Send a frontend's request; the awaitable gives pydevd's response,
         renumbered back to the frontend's ``seq``."""
         if self.closed:
-            return _ready(error_response(request, "the debugger is not connected"))
+            return answered(error_response(request, "the debugger is not connected"))
         renumbered = self.seqs.forward(request)
         return self._enqueue(renumbered, request)
 
@@ -80,7 +80,7 @@ class PydevdConnection:
         if arguments is not None:
             request["arguments"] = arguments
         if self.closed:
-            return _ready(error_response(request, "the debugger is not connected"))
+            return answered(error_response(request, "the debugger is not connected"))
         return self._enqueue(request, request)
 
     def _enqueue(self, request: dict[str, Any], original: dict[str, Any]) -> Awaitable[Event]:
@@ -185,5 +185,6 @@ async def _ready_value(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _ready(value: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+def answered(value: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+    """An awaitable of a response that is already known."""
     return _ready_value(value)

@@ -107,8 +107,6 @@ class DebugServer:
     host: str
     port: int
     access_token: str
-    pydevd_root: str
-    """pydevd's own directory: frames from there are the debugger's, not the user's."""
 
     @classmethod
     def start(cls) -> DebugServer:
@@ -147,7 +145,7 @@ class DebugServer:
         host, port = debugger._server_socket_name
         _hide_pydevd_from_forked_children()
         log.info("debugger listening on %s:%s", host, port)
-        return cls(host, int(port), token, os.path.dirname(os.path.abspath(pydevd.__file__)))
+        return cls(host, int(port), token)
 
     @staticmethod
     def settle_this_thread() -> None:
@@ -187,16 +185,6 @@ class DebugServer:
         debugger = get_global_debugger()
         if debugger is not None:
             debugger.disable_tracing()
-
-    @staticmethod
-    def stop() -> None:
-        """Stop tracing and listening (the kernel is ending)."""
-        import pydevd
-
-        try:
-            pydevd.stoptrace()
-        except Exception:
-            log.debug("pydevd.stoptrace failed", exc_info=True)
 
 
 def _hide_pydevd_from_forked_children() -> None:

@@ -25,7 +25,7 @@ import anyio
 import anyio.abc
 
 from .cells import CellFiles
-from .connection import Event, PydevdConnection
+from .connection import Event, PydevdConnection, answered
 from .dap import error_response, response
 from .server import DebugServer, kernel_module_paths
 from .variables import VariableTable, is_user_variable, namespace_variables, variables_body
@@ -217,7 +217,9 @@ class DebugSession:
     def _forward(self, request: dict[str, Any]) -> Awaitable[dict[str, Any]]:
         connection = self._connection
         if connection is None:
-            return _now(error_response(request, "the debugger is not started (send initialize)"))
+            return answered(
+                error_response(request, "the debugger is not started (send initialize)")
+            )
         return connection.forward(request)
 
     def debugInfo(self, request: dict[str, Any]) -> Reply:
@@ -464,14 +466,6 @@ def _bundle(data: Any, metadata: Any) -> dict[str, Any]:
 
 def _non_negative(value: Any, default: int) -> int:
     return value if type(value) is int and value >= 0 else default
-
-
-async def _now_value(value: dict[str, Any]) -> dict[str, Any]:
-    return value
-
-
-def _now(value: dict[str, Any]) -> Awaitable[dict[str, Any]]:
-    return _now_value(value)
 
 
 def debugging_enabled() -> bool:

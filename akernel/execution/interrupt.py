@@ -132,11 +132,12 @@ class InterruptController:
         host), only a cell suspended in ``await`` can be interrupted: its
         cancel scope is cancelled.
         """
+        if self.executing and self._installed and self._main_thread_id is not None:
+            # The SIGINT handler interrupts every shell (_on_sigint).
+            signal.pthread_kill(self._main_thread_id, signal.SIGINT)
+            return
         self._interrupt_subshells()
         if not self.executing:
-            return
-        if self._installed and self._main_thread_id is not None:
-            signal.pthread_kill(self._main_thread_id, signal.SIGINT)
             return
         scope = self.cell_scope
         if scope is not None:
