@@ -41,7 +41,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from .conftest import BACKENDS, kernel_name
+from .conftest import BACKENDS, kernel_name, retry_port_clash
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 NOTEBOOK_NAMES = sorted(path.stem for path in NOTEBOOKS.glob("*.ipynb"))
@@ -83,7 +83,13 @@ class Run:
 
 
 def execute_notebook(name: str, kernel: str) -> Run:
-    """Run notebook ``name`` on a fresh ``kernel`` and record its IOPub traffic."""
+    """Run notebook ``name`` on a fresh ``kernel`` and record its IOPub traffic
+    (again if the kernel died at once: jupyter_client's port race, see
+    ``retry_port_clash``)."""
+    return retry_port_clash(lambda: _execute_once(name, kernel))
+
+
+def _execute_once(name: str, kernel: str) -> Run:
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     run = Run(notebook)
     idle: set[str] = set()
