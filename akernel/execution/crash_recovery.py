@@ -44,8 +44,13 @@ class CrashRecovery:
         # Cells (main thread, subshells) and the memory sampler write: one at a time.
         self._lock = threading.Lock()
         self._shown = False
-        self._replaying = False
-        self._running: int | None = None
+        self._replaying_in: int | None = None  # the thread running %recover's cells
+        # The number the next numbered cell gets. IPython advances its count
+        # before or after ``pre_run_cell`` depending on its version, so it is
+        # followed from the results: the first cell gets the shell's count.
+        self._next_count = int(shell.execution_count)
+        # The cell running in each thread (the main shell's, subshells').
+        self._running: dict[int, int] = {}
 
     def install(self, for_good: Callable[[], bool]) -> Callable[[], None]:
         """Start journaling; return what undoes it (a clean end: no report next time).
@@ -75,8 +80,10 @@ class CrashRecovery:
 
     async def sample_memory(self) -> None:
         """Every second, the process's memory and its limit (a SIGKILL leaves no other trace)."""
-        limit, source = memory_limit()
         while True:
+            # Read the limit each time: a container's limit can change, and a
+            # process can be moved to another cgroup.
+            limit, source = memory_limit()
             rss = rss_bytes()
             if rss is not None:
                 with self._lock:
@@ -90,18 +97,27 @@ class CrashRecovery:
             # Before the cell's own output, in the cell that runs first.
             sys.stderr.write(format_report(self.report) + "\n")
             sys.stderr.flush()
-        if self._replaying:
+        # Only numbered cells are the user's: silent ones (a frontend's
+        # variable view, widgets' helpers) are neither reported nor replayed.
+        if self._replaying_in == threading.get_ident():
             return
-        self._running = self.shell.execution_count
+        if not info.store_history or info.silent:
+            return
         with self._lock:
-            self.journal.cell_started(self._running, info.raw_cell or "")
+            count = self._next_count
+            self._next_count += 1
+            self._running[threading.get_ident()] = count
+            self.journal.cell_started(count, info.raw_cell or "")
 
     def _cell_finished(self, result: Any) -> None:
-        if self._replaying or self._running is None:
+        if self._replaying_in == threading.get_ident():
             return
-        count, self._running = self._running, None
         with self._lock:
-            self.journal.cell_finished(count, "ok" if result.success else "error")
+            if result.execution_count is not None:
+                self._next_count = result.execution_count + 1
+            count = self._running.pop(threading.get_ident(), None)
+            if count is not None:
+                self.journal.cell_finished(count, "ok" if result.success else "error")
 
     # -- magics ---------------------------------------------------------------
 
@@ -130,7 +146,7 @@ class CrashRecovery:
                 first = cell.code.strip().splitlines()[0] if cell.code.strip() else ""
                 print(f"[{cell.count}] {first}")
             return
-        self._replaying = True
+        self._replaying_in = threading.get_ident()
         try:
             for cell in cells:
                 print(f"re-running cell [{cell.count}]")
@@ -139,5 +155,5 @@ class CrashRecovery:
                     print(f"cell [{cell.count}] failed: stopping here")
                     return
         finally:
-            self._replaying = False
+            self._replaying_in = None
         print(f"recovered {len(cells)} cell(s)")

@@ -10,6 +10,7 @@ other deaths.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -84,6 +85,8 @@ class CrashReport:
     """``"SIGSEGV"`` etc. from faulthandler's text; None when nothing was caught."""
     cause: str
     out_of_memory: str | None
+    last_memory: str | None
+    """For a death without a trace: the memory at the last sample, and its limit."""
     stack: list[str]
     """Frames to show: the main thread's (or the crashing one's), ending at the user's line."""
     threads: list[ThreadStack]
@@ -136,7 +139,26 @@ def _stack_to_show(threads: Sequence[ThreadStack], main_thread: int | None) -> l
     frames = chosen.frames
     # Frames after the outermost cell frame are the kernel's own machinery.
     user = [i for i, frame in enumerate(frames) if _is_user_frame(frame)]
-    return frames[: user[-1] + 1] if user else list(frames)
+    if not user:
+        return list(frames)
+    shown = frames[: user[0] + 1]
+    # Between two cell frames (a cell magic such as %%capture running its
+    # body as a cell), IPython's and the kernel's frames are collapsed.
+    for inner, outer in itertools.pairwise(user):
+        between = frames[inner + 1 : outer]
+        if between and all(_is_machinery_frame(frame) for frame in between):
+            shown.append(f"... ({len(between)} frames of IPython and the kernel)")
+        else:
+            shown.extend(between)
+        shown.append(frames[outer])
+    return shown
+
+
+def _is_machinery_frame(frame: str) -> bool:
+    match = _FRAME_FILE.match(frame)
+    return bool(match) and any(
+        part in match.group(1) for part in ("/IPython/", "/akernel/", "/anyio/", "/trio/")
+    )
 
 
 def _gb(n: int) -> str:
@@ -176,7 +198,7 @@ def analyse(contents: JournalContents, fault_text: str, *, now: float) -> CrashR
         running = ReplayCell(int(last.get("count", 0)), str(last.get("code", "")))
 
     signal, description, threads = parse_fault_text(fault_text)
-    out_of_memory = None
+    out_of_memory = last_memory = None
     if signal is not None:
         cause = f"{signal} ({description})"
     elif description is not None:
@@ -185,9 +207,11 @@ def analyse(contents: JournalContents, fault_text: str, *, now: float) -> CrashR
         cause = KILLED_WITHOUT_TRACE
         if memory is not None:
             rss, limit = int(memory.get("rss", 0)), int(memory.get("limit", 0))
+            where = "cgroup limit" if memory.get("source") == "cgroup" else "machine memory"
             if limit > 0 and rss >= OOM_FRACTION * limit:
-                where = "cgroup limit" if memory.get("source") == "cgroup" else "machine memory"
                 out_of_memory = f"probably out of memory: {_gb(rss)} of {_gb(limit)} ({where})"
+            elif limit > 0:
+                last_memory = f"{_gb(rss)} of {_gb(limit)} ({where})"
     started_at = start.get("time")
     return CrashReport(
         pid=start.get("pid"),
@@ -197,6 +221,7 @@ def analyse(contents: JournalContents, fault_text: str, *, now: float) -> CrashR
         signal=signal,
         cause=cause,
         out_of_memory=out_of_memory,
+        last_memory=last_memory,
         stack=_stack_to_show(threads, start.get("main_thread")),
         threads=threads,
         completed=completed,
@@ -214,6 +239,8 @@ def format_report(report: CrashReport) -> str:
     lines = [f"The previous kernel ({who}) died: {report.cause}."]
     if report.out_of_memory:
         lines.append(f"It was {report.out_of_memory}.")
+    elif report.last_memory:
+        lines.append(f"Its memory at the last sample (every second): {report.last_memory}.")
     if report.running_cell is not None:
         code_lines = report.running_cell.code.splitlines() or [""]
         lines.append(f"It was running cell [{report.running_cell.count}]:")
