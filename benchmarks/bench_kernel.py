@@ -4,7 +4,7 @@ Run it with ``nox -s bench`` or directly::
 
     python benchmarks/bench_kernel.py [--quick] [--kernels akernel,akernel-trio,ipykernel]
                                       [--json PATH] [--big-output [--big-output-mib MIB]]
-                                      [--only core|debugger|subshells]
+                                      [--only core|debugger|subshells|journal]
 
 Each kernel is started as its own process, with the command its kernelspec
 uses (``python -m akernel launch -f FILE [--backend trio]``, ``python -m
@@ -73,9 +73,18 @@ Measures (medians, after a warm-up):
     subshells, and an execute_request for a deleted subshell must get an
     error reply. A kernel whose subshells fail shows ``failed: <reason>`` in
     these rows.
+14. akernel's crash journal (``benchmarks/bench_journal.py``), on pairs of
+    fresh kernels, one with the journal on (the default) and one with it off
+    (``--Kernel.crash_journal=False``), both running: execute round trips
+    (median and p90) of ``pass``, timed in interleaved rounds in ABBA order
+    so that machine noise does not favour either, and their ratio, the
+    journal's cost; the journal file's size after the measured cells. The
+    journal must hold every cell sent (started, finished ok); the kernel with
+    it off must write none. ipykernel keeps no journal: the "off" rows show
+    its plain round trip, on fresh kernels measured the same way, for scale.
 
-``--only debugger`` and ``--only subshells`` run only those measures, ``--only
-core`` all the others.
+``--only debugger``, ``--only subshells`` and ``--only journal`` run only those
+measures, ``--only core`` all the others.
 
 Besides timing, the harness checks what it receives: every reply and idle
 status must arrive, replies in order, printed lines and bytes complete and in
@@ -109,7 +118,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +133,8 @@ from bench_debugger import (  # benchmarks/, the script's directory
     start_debugger,
     stop_debugger,
 )
+from bench_journal import JOURNAL_OFF_FLAG, JournalError, JournalRun, cells_per_kernel
+from bench_journal import STATES as JOURNAL_STATES
 from bench_subshells import (
     CHUNK,
     PARENT_SLEEP,
@@ -148,6 +159,7 @@ class KernelKind:
     label: str
     argv: tuple[str, ...]
     kernelspec: str = "python3"  # the kernelspec's name, which JupyterLab's debugger sends
+    journal_off: tuple[str, ...] | None = None  # flags that turn the crash journal off; None: none
 
 
 KERNELS: dict[str, KernelKind] = {
@@ -156,20 +168,23 @@ KERNELS: dict[str, KernelKind] = {
         "akernel (asyncio)",
         ("-m", "akernel", "launch", "-f", "{connection_file}", "--backend", "asyncio"),
         "akernel",
+        (JOURNAL_OFF_FLAG,),
     ),
     "akernel-trio": KernelKind(
         "akernel-trio",
         "akernel (trio)",
         ("-m", "akernel", "launch", "-f", "{connection_file}", "--backend", "trio"),
         "akernel",
+        (JOURNAL_OFF_FLAG,),
     ),
     "ipykernel": KernelKind(
         "ipykernel", "ipykernel", ("-m", "ipykernel_launcher", "-f", "{connection_file}")
     ),
 }
 REFERENCE = "ipykernel"
-# The parts of the benchmark: the debugger's measures, the subshells', and all the others.
-SECTIONS = ("core", "debugger", "subshells")
+# The parts of the benchmark: the debugger's measures, the subshells', the crash
+# journal's, and all the others.
+SECTIONS = ("core", "debugger", "subshells", "journal")
 
 
 @dataclass(frozen=True)
@@ -199,6 +214,10 @@ class Config:
     subshell_n: int = 500  # round trips timed in each subshell measure
     subshell_warmup: int = 50
     subshell_cycles: int = 20  # subshells created and deleted, one after the other
+    journal_n: int = 4000  # round trips timed with the journal on, and as many with it off
+    journal_warmup: int = 100  # untimed round trips on each fresh kernel
+    journal_rounds: int = 10  # interleaved rounds on each pair of kernels
+    journal_pairs: int = 4  # pairs of fresh kernels (journal on, journal off)
     timeout: float = 60.0
     sections: tuple[str, ...] = SECTIONS
 
@@ -227,6 +246,10 @@ class Config:
             subshell_n=100,
             subshell_warmup=20,
             subshell_cycles=5,
+            journal_n=400,
+            journal_warmup=30,
+            journal_rounds=4,
+            journal_pairs=2,
         )
 
 
@@ -1415,6 +1438,8 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
         bench_debugging(kind, workdir, ctx, cfg, res)
     if "subshells" in cfg.sections:
         bench_subshells(kind, workdir, ctx, cfg, res)
+    if "journal" in cfg.sections:
+        bench_crash_journal(kind, workdir, ctx, cfg, res)
     if res.aborts:
         total = sum(res.aborts.values())
         where = ", ".join(f"{n} during {key}" for key, n in res.aborts.items())
@@ -1842,6 +1867,81 @@ def bench_subshells(
                 res.notes.append(f"shutdown of the subshell kernel: {problem}")
 
 
+# The errors (or n/a) entry that explains the journal rows' missing figures.
+JOURNAL_ERROR = "journal"
+
+
+def bench_crash_journal(
+    kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config, res: KernelResult
+) -> None:
+    """The crash journal's cost (``bench_journal.py``), into ``res``; failures are recorded.
+
+    A kernel without a journal gets its plain round trips, measured the same
+    way on fresh kernels, in the "off" rows.
+    """
+    tag = f"[{kind.name}]"
+    journal_off = kind.journal_off
+    if journal_off is None:
+        states: tuple[str, ...] = ("off",)
+        labels = {"off": "no journal"}
+        res.unsupported[JOURNAL_ERROR] = (
+            "no crash journal; the 'journal off' rows show its plain round trip, for scale"
+        )
+    else:
+        states = JOURNAL_STATES
+        labels = {"on": "journal on", "off": f"journal off ({' '.join(journal_off)})"}
+    variants = {"on": kind, "off": replace(kind, argv=kind.argv + (journal_off or ()))}
+
+    def roundtrips(kp: KernelProcess, count: int, warmup: int) -> list[float]:
+        assert kp.client is not None
+        return measure_roundtrip(kp.client, cfg, "pass", count, warmup)[0]
+
+    def describe(kp: KernelProcess) -> str:
+        """Whether the kernel a measure failed on had died, and its log's end."""
+        detail = ""
+        if kp.proc is not None and kp.proc.poll() is not None:
+            detail += f" (kernel died: exit status {kp.proc.returncode})"
+        if tail := kp.log_tail(8):
+            detail += f"\n--- kernel log ---\n{tail}"
+        return detail
+
+    run = JournalRun(
+        lambda state: start_kernel(variants[state], workdir, ctx, cfg),
+        roundtrips,
+        states=states,
+        n=cfg.journal_n,
+        warmup=cfg.journal_warmup,
+        rounds=cfg.journal_rounds,
+        pairs=cfg.journal_pairs,
+        labels=labels,
+        progress=lambda text: _progress(f"{tag} {text}"),
+        describe=describe,
+    )
+    try:
+        figures = run.measure()
+    except (BenchError, JournalError) as e:
+        message = f"{e} ({run.step}){run.detail}"
+        res.errors[JOURNAL_ERROR] = message
+        _progress(f"{tag} journal FAILED: {message}")
+        return
+    finally:
+        res.notes += run.notes
+    for state, samples in figures.samples.items():
+        key = f"jnl_{state}_ms"
+        res.samples[key] = [s * 1e3 for s in samples]
+        res.values[f"{key}_p90"] = _p90(res.samples[key])
+        _progress(
+            f"{tag} 'pass', {labels[state]}: median {_median(res.samples[key]):.3f} ms, "
+            f"p90 {res.values[f'{key}_p90']:.3f} ms ({len(samples)} round trips)"
+        )
+    if "on" in figures.samples:
+        cost = _median(res.samples["jnl_on_ms"]) / _median(res.samples["jnl_off_ms"])
+        res.values["jnl_cost"] = cost
+        _progress(f"{tag} the journal's cost: on / off = {cost:.3f}")
+    if figures.journals:
+        res.values["jnl_size_kb"] = max(j.size for j in figures.journals) / 1024
+
+
 def _median(samples: list[float]) -> float:
     return statistics.median(samples)
 
@@ -1918,6 +2018,25 @@ def subshell_rows() -> list[Row]:
     return out
 
 
+def journal_rows(cfg: Config) -> list[Row]:
+    """The journal section's rows: round trips with the journal on and off, the cost, the file."""
+
+    def row(key: str, title: str, unit: str, fmt: str, goal: str = "", ratio: bool = True) -> Row:
+        return Row(key, title, unit, fmt, goal, ratio, section="journal", error_key=JOURNAL_ERROR)
+
+    cells = cells_per_kernel(
+        cfg.journal_n, cfg.journal_warmup, cfg.journal_rounds, cfg.journal_pairs
+    )
+    return [
+        row("jnl_on_ms", "execute 'pass', crash journal on (default)", "ms", "{:.3f}"),
+        row("jnl_on_ms_p90", "  p90", "ms", "{:.3f}"),
+        row("jnl_off_ms", "  crash journal off", "ms", "{:.3f}"),
+        row("jnl_off_ms_p90", "  p90", "ms", "{:.3f}"),
+        row("jnl_cost", "  journal's cost (on / off)", "x", "{:.3f}", "<= 1.02", ratio=False),
+        row("jnl_size_kb", f"  journal file after {cells} cells", "KB", "{:.1f}", ratio=False),
+    ]
+
+
 def rows(cfg: Config) -> tuple[Row, ...]:
     """The table's rows, in order (some titles depend on the configuration)."""
     print_title = "print 200k lines, to idle"
@@ -1982,6 +2101,7 @@ def rows(cfg: Config) -> tuple[Row, ...]:
         ),
         *debugger_rows(),
         *subshell_rows(),
+        *journal_rows(cfg),
     )
     return tuple(row for row in every if row.section in cfg.sections)
 
@@ -2023,9 +2143,11 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
                 line.append("failed" if seen in explained else f"failed: {reason}")
                 explained.add(seen)
             elif value is None:
-                line.append(
-                    "FAIL" if row.key in r.errors else "n/a" if row.key in r.unsupported else "-"
+                # A whole section the kernel cannot do is one entry, under its error key.
+                unsupported = row.key in r.unsupported or (
+                    row.error_key is not None and row.error_key in r.unsupported
                 )
+                line.append("FAIL" if row.key in r.errors else "n/a" if unsupported else "-")
             else:
                 mark = ""
                 if row.goal and r.kind.name != REFERENCE:
@@ -2073,6 +2195,13 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
             "'no subshell' figure can differ from the round trip above); the parent's sleep: "
             f"time.sleep({PARENT_SLEEP:g}) per round, checked to outlast each round "
             f"(chunks of {CHUNK}); {cfg.subshell_cycles} create-and-delete cycles"
+        )
+    if "journal" in cfg.sections:
+        out.append(
+            f"journal: {cfg.journal_pairs} pair(s) of fresh kernels, journal on and off "
+            f"({JOURNAL_OFF_FLAG}), both running; {cfg.journal_n} round trips per state in "
+            f"{cfg.journal_rounds} interleaved rounds per pair, ABBA order; ipykernel keeps no "
+            "journal (its plain round trip is in the 'off' rows)"
         )
     for r in results:
         for key, message in r.errors.items():
@@ -2181,8 +2310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         choices=SECTIONS,
         default=None,
-        help="run only this part: the debugger's measures, the subshells', or all the others "
-        "(default: all)",
+        help="run only this part: the debugger's measures, the subshells', the crash journal's, "
+        "or all the others (default: all)",
     )
     parser.add_argument(
         "--print-lines", type=int, default=None, help="lines for the print measure (200000)"

@@ -409,3 +409,28 @@ def test_silent_errors_abort_nothing(cluster) -> None:
         errors += len(excinfo.value.elist)
         assert {e[0] for e in excinfo.value.elist} == {"ZeroDivisionError"}
     assert errors == 10
+
+
+def _segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_engine_death_leaves_its_stack_in_the_log(tmp_path: Path, backend: str) -> None:
+    """A task that segfaults its engine: the client gets ipyparallel's "engine
+    died" error (the controller knows no more), and the engine's log names
+    the signal, with the Python stack at the crash."""
+    with akernel_cluster(tmp_path, 1, [f"--backend={backend}"]) as (_, client):
+        with pytest.raises(ipp.error.RemoteError) as raised:
+            client[0].apply_async(_segfault).get(timeout=60)
+        assert raised.value.ename == "EngineError", raised.value
+        deadline = time.monotonic() + 30
+        while True:
+            logs = "".join(path.read_text() for path in (tmp_path / "log").glob("*.log"))
+            if "in _segfault" in logs:
+                break
+            assert time.monotonic() < deadline, logs
+            time.sleep(0.1)
+        assert "Fatal Python error: Segmentation fault" in logs, logs

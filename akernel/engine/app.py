@@ -11,6 +11,7 @@ controller says so, on SIGTERM, or when the controller's heartbeat is gone.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -152,6 +153,10 @@ class EngineApp(Application):
         from ..kernel import Kernel
         from ..transport import ConnectionInfo
 
+        # A fatal signal prints every thread's Python stack to the engine's
+        # log (its stderr): the controller only learns that the engine died.
+        # A copy of the descriptor: the kernel redirects fd 2 to the client.
+        faulthandler.enable(file=os.dup(sys.stderr.fileno()), all_threads=True)
         if self.work_dir:
             os.chdir(os.path.expanduser(self.work_dir))
         sys.path.insert(0, "")

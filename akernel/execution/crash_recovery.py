@@ -11,6 +11,7 @@ that completed in the dead kernel). A clean end of the kernel leaves no report.
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import logging
 import os
@@ -116,8 +117,22 @@ class CrashRecovery:
             if result.execution_count is not None:
                 self._next_count = result.execution_count + 1
             count = self._running.pop(threading.get_ident(), None)
-            if count is not None:
-                self.journal.cell_finished(count, "ok" if result.success else "error")
+            if count is None:
+                return
+            status = "ok" if result.success else "error"
+            self.journal.cell_finished(count, status, deferred=True)
+        # Written once the loop runs again, after the reply has gone: not on the
+        # round trip. The next record (a cell, a memory sample) carries it anyway.
+        _call_soon(self._flush)
+
+    def _flush(self) -> None:
+        # Called by the event loop: an error here must not reach it.
+        try:
+            with self._lock:
+                if not self.journal.closed:
+                    self.journal.flush()
+        except OSError as error:
+            log.warning("crash journal: %s", error)
 
     # -- magics ---------------------------------------------------------------
 
@@ -157,3 +172,21 @@ class CrashRecovery:
         finally:
             self._replaying_in = None
         print(f"recovered {len(cells)} cell(s)")
+
+
+def _call_soon(callback: Callable[[], None]) -> None:
+    """Call ``callback`` from this thread's event loop once it runs again (now
+    when the thread has none)."""
+    try:
+        asyncio.get_running_loop().call_soon(callback)
+        return
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token().run_sync_soon(callback)
+            return
+        except RuntimeError:
+            pass
+    callback()

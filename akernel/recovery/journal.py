@@ -199,6 +199,7 @@ class Journal:
         self._fd = fd
         self._fault_fd = fault_fd
         self._size = size
+        self._deferred = b""  # records written with the next append (see cell_finished)
         self.compactions = 0
         """How many times the journal was compacted (for tests and diagnostics)."""
 
@@ -253,14 +254,27 @@ class Journal:
         """Whether the journal was closed."""
         return self._fd < 0
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: dict[str, Any], *, deferred: bool = False) -> None:
         if self._fd < 0:
             raise ValueError("the journal is closed")
         line = encode_record(record)
-        if self._size + len(line) > self.max_bytes:
-            self._compact(len(line))
-        os.write(self._fd, line)
-        self._size += len(line)
+        if deferred:
+            self._deferred += line
+            return
+        self._write(line)
+
+    def flush(self) -> None:
+        """Write the deferred records now."""
+        if self._deferred and self._fd >= 0:
+            self._write(b"")
+
+    def _write(self, data: bytes) -> None:
+        # Deferred records first, in order, in the same write.
+        data, self._deferred = self._deferred + data, b""
+        if self._size + len(data) > self.max_bytes:
+            self._compact(len(data))
+        os.write(self._fd, data)
+        self._size += len(data)
 
     def cell_started(self, count: int, code: str) -> None:
         """Record that cell ``count`` starts running ``code``.
@@ -277,11 +291,15 @@ class Journal:
             record["code"] = code
         self._append(record)
 
-    def cell_finished(self, count: int, status: str) -> None:
-        """Record that cell ``count`` finished with ``status`` ("ok", "error" or "aborted")."""
+    def cell_finished(self, count: int, status: str, *, deferred: bool = False) -> None:
+        """Record that cell ``count`` finished with ``status`` ("ok", "error" or "aborted").
+
+        ``deferred``: keep the record until :meth:`flush` or the next record, to
+        write both at once (a write costs more than the record).
+        """
         if status not in CELL_STATUSES:
             raise ValueError(f"cell status must be one of {sorted(CELL_STATUSES)}, not {status!r}")
-        self._append({"kind": "cell_finished", "count": count, "status": status})
+        self._append({"kind": "cell_finished", "count": count, "status": status}, deferred=deferred)
 
     def memory_sample(self, rss: int, limit: int, source: str) -> None:
         """Record the process's resident memory and the limit it lives under."""
