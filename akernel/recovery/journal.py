@@ -34,6 +34,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 __all__ = [
     "CELL_STATUSES",
     "DEFAULT_MAX_BYTES",
@@ -85,7 +87,12 @@ def journal_paths(connection_file: str | os.PathLike[str]) -> JournalPaths:
 
 def encode_record(record: dict[str, Any]) -> bytes:
     """One journal line for ``record``: header (length, CRC32), JSON body, newline."""
-    body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    # orjson: compact UTF-8 JSON at a tenth of json.dumps' cost (this is on
+    # every cell's path). Lone surrogates, which it refuses, are escaped.
+    try:
+        body = orjson.dumps(record)
+    except TypeError:
+        body = json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode()
     return b"%08x %08x %s\n" % (len(body), zlib.crc32(body), body)
 
 
