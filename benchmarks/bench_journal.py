@@ -22,7 +22,6 @@ is one state only, its plain round trip on fresh kernels, for scale.
 from __future__ import annotations
 
 import statistics
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,15 +100,9 @@ def inspect_journal(connection_file: Path, journal_on: bool, cells: int) -> Jour
     except FileNotFoundError:
         raise JournalError(f"no journal beside the connection file ({path.name})") from None
     # The kernel is alive and may be appending a memory sample: a torn last
-    # record is possible, and harmless. The last cell's end is written just
-    # after its reply (off the round trip): give it a moment.
-    deadline = time.monotonic() + 2.0
-    while True:
-        records = read_journal(path).records
-        kinds = Counter(record["kind"] for record in records)
-        if kinds["cell_finished"] >= cells or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    # record is possible, and harmless.
+    records = read_journal(path).records
+    kinds = Counter(record["kind"] for record in records)
     statuses = Counter(r.get("status") for r in records if r["kind"] == "cell_finished")
     if kinds["cell_started"] != cells or kinds["cell_finished"] != cells:
         raise JournalError(

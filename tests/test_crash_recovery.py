@@ -307,6 +307,30 @@ def test_crash_while_another_client_is_connected(backend: str) -> None:
     scenario(backend, body)
 
 
+def test_recover_replays_awaiting_cells_and_a_second_death(backend: str) -> None:
+    """Cells with top-level ``await`` replay; a kernel that dies after ``%recover``
+    leaves the replayed cells (not ``%recover`` itself) to the next one."""
+
+    async def body(kernel: RestartingKernel) -> None:
+        kc = kernel.kc
+        await run(kc, "base = 40")
+        await run(kc, "import anyio\nawait anyio.sleep(0)\nawaited = base + 1")
+        await kernel.die("import os\nos.abort()")
+        status, out, _ = await run(kc, "%recover")
+        assert status == "ok" and "recovered 2 cell(s)" in out, out
+        await run(kc, "later = awaited + 1")
+        pid = kernel.pid
+        assert pid is not None
+        await kernel.die(lambda: os.kill(pid, signal.SIGKILL))
+        listed = (await run(kc, "%recover --list"))[1]
+        assert "%recover" not in listed, listed
+        assert [line.split("]")[0] for line in listed.splitlines()] == ["[1", "[2", "[2"], listed
+        assert "recovered 3 cell(s)" in (await run(kc, "%recover"))[1]
+        assert (await run(kc, "print(base, awaited, later)"))[1] == "40 41 42\n"
+
+    scenario(backend, body)
+
+
 def test_clean_restart_reports_nothing(backend: str) -> None:
     async def body(kernel: RestartingKernel) -> None:
         await run(kernel.kc, "value = 1")

@@ -82,26 +82,6 @@ def test_round_trip_and_clean_stop(paths) -> None:
         again.close()
 
 
-def test_deferred_end_goes_out_with_the_next_record_or_a_flush(paths) -> None:
-    journal, _ = Journal.open(paths, pid=1, backend="asyncio")
-
-    def kinds() -> list[str]:
-        return [r["kind"] for r in read_journal(paths.journal).records]
-
-    journal.cell_started(1, "a = 1")
-    journal.cell_finished(1, "ok", deferred=True)
-    assert kinds() == ["start", "cell_started"], "deferred: not written yet"
-    journal.cell_started(2, "b = 2")  # carries it, before itself
-    assert kinds() == ["start", "cell_started", "cell_finished", "cell_started"]
-    journal.cell_finished(2, "error", deferred=True)
-    journal.flush()
-    records = read_journal(paths.journal).records
-    assert [r.get("status") for r in records if r["kind"] == "cell_finished"] == ["ok", "error"]
-    journal.cell_finished(3, "ok", deferred=True)
-    journal.close_cleanly()  # the stop record carries it too
-    assert kinds()[-2:] == ["cell_finished", "stop"]
-
-
 def test_bad_status_is_refused(paths) -> None:
     journal, _ = Journal.open(paths, pid=1, backend="asyncio")
     try:

@@ -11,10 +11,10 @@ that completed in the dead kernel). A clean end of the kernel leaves no report.
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -25,7 +25,14 @@ import anyio
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..recovery.journal import Journal, journal_paths
-from ..recovery.report import CrashReport, analyse, format_report, memory_limit, rss_bytes
+from ..recovery.report import (
+    CrashReport,
+    ReplayCell,
+    analyse,
+    format_report,
+    memory_limit,
+    rss_bytes,
+)
 
 log = logging.getLogger("akernel.recovery")
 
@@ -63,10 +70,17 @@ class CrashRecovery:
         magic = self.shell.register_magic_function
         magic(self.crashinfo, magic_kind="line", magic_name="crashinfo")
         magic(self.recover, magic_kind="line", magic_name="recover")
+        # A line "%recover ..." becomes "await ...replay(...)", so that replayed
+        # cells may await (a magic is a plain call, run in the loop's thread).
+        transformers = self.shell.input_transformers_cleanup
+        transformers.append(_await_recover)
+        self.shell.crash_recovery = self
 
         def undo() -> None:
             events.unregister("pre_run_cell", self._cell_started)
             events.unregister("post_run_cell", self._cell_finished)
+            if _await_recover in transformers:
+                transformers.remove(_await_recover)
             faulthandler.disable()
             with self._lock:
                 self.journal.close_cleanly()
@@ -104,11 +118,13 @@ class CrashRecovery:
             return
         if not info.store_history or info.silent:
             return
+        code = info.raw_cell or ""
         with self._lock:
             count = self._next_count
             self._next_count += 1
             self._running[threading.get_ident()] = count
-            self.journal.cell_started(count, info.raw_cell or "")
+            # %recover itself is not replayed: the cells it replays are journaled.
+            self.journal.cell_started(count, code, replayable=not _RECOVER_LINE.search(code))
 
     def _cell_finished(self, result: Any) -> None:
         if self._replaying_in == threading.get_ident():
@@ -119,20 +135,7 @@ class CrashRecovery:
             count = self._running.pop(threading.get_ident(), None)
             if count is None:
                 return
-            status = "ok" if result.success else "error"
-            self.journal.cell_finished(count, status, deferred=True)
-        # Written once the loop runs again, after the reply has gone: not on the
-        # round trip. The next record (a cell, a memory sample) carries it anyway.
-        _call_soon(self._flush)
-
-    def _flush(self) -> None:
-        # Called by the event loop: an error here must not reach it.
-        try:
-            with self._lock:
-                if not self.journal.closed:
-                    self.journal.flush()
-        except OSError as error:
-            log.warning("crash journal: %s", error)
+            self.journal.cell_finished(count, "ok" if result.success else "error")
 
     # -- magics ---------------------------------------------------------------
 
@@ -150,43 +153,85 @@ class CrashRecovery:
         """Re-run the cells that completed without error in the kernel that died, in order.
 
         Replaying re-executes their side effects (files written, requests sent).
+        On a line of its own in a cell, cells with top-level ``await`` replay too.
         """
-        args = parse_argstring(self.recover, line)
-        if self.report is None:
-            print("Nothing to recover: the previous kernel ended cleanly (or there was none).")
-            return
-        cells = [c for c in self.report.completed if args.stop is None or c.count < args.stop]
-        if args.list:
-            for cell in cells:
-                first = cell.code.strip().splitlines()[0] if cell.code.strip() else ""
-                print(f"[{cell.count}] {first}")
+        cells = self._cells_to_replay(line)
+        if cells is None:
             return
         self._replaying_in = threading.get_ident()
         try:
             for cell in cells:
+                transformed = self.shell.transform_cell(cell.code)
+                if self.shell.should_run_async(cell.code, transformed_cell=transformed):
+                    print(
+                        f"cell [{cell.count}] awaits: run %recover on a line of its own"
+                        " in a cell to replay it; stopping here"
+                    )
+                    return
                 print(f"re-running cell [{cell.count}]")
-                result = self.shell.run_cell(cell.code, store_history=False)
-                if not result.success:
-                    print(f"cell [{cell.count}] failed: stopping here")
+                if not self._replayed(cell, self.shell.run_cell(cell.code, store_history=False)):
                     return
         finally:
             self._replaying_in = None
         print(f"recovered {len(cells)} cell(s)")
 
-
-def _call_soon(callback: Callable[[], None]) -> None:
-    """Call ``callback`` from this thread's event loop once it runs again (now
-    when the thread has none)."""
-    try:
-        asyncio.get_running_loop().call_soon(callback)
-        return
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            trio.lowlevel.current_trio_token().run_sync_soon(callback)
+    async def replay(self, line: str = "") -> None:
+        """``%recover`` on a line of its own: replayed cells may use top-level ``await``."""
+        cells = self._cells_to_replay(line)
+        if cells is None:
             return
-        except RuntimeError:
-            pass
-    callback()
+        shell = self.shell
+        self._replaying_in = threading.get_ident()
+        try:
+            for cell in cells:
+                print(f"re-running cell [{cell.count}]")
+                result = await shell.run_cell_async(
+                    cell.code, store_history=False, transformed_cell=shell.transform_cell(cell.code)
+                )
+                if not self._replayed(cell, result):
+                    return
+        finally:
+            self._replaying_in = None
+        print(f"recovered {len(cells)} cell(s)")
+
+    def _cells_to_replay(self, line: str) -> list[ReplayCell] | None:
+        """The cells ``line``'s options select; None when there is nothing to run
+        (with ``--list``, they are printed)."""
+        args = parse_argstring(self.recover, line)
+        if self.report is None:
+            print("Nothing to recover: the previous kernel ended cleanly (or there was none).")
+            return None
+        cells = [c for c in self.report.completed if args.stop is None or c.count < args.stop]
+        if args.list:
+            for cell in cells:
+                first = cell.code.strip().splitlines()[0] if cell.code.strip() else ""
+                print(f"[{cell.count}] {first}")
+            return None
+        return cells
+
+    def _replayed(self, cell: ReplayCell, result: Any) -> bool:
+        """Journal a replayed cell that succeeded (the next kernel replays it in
+        turn); whether to go on."""
+        if not result.success:
+            print(f"cell [{cell.count}] failed: stopping here")
+            return False
+        with self._lock:
+            self.journal.cell_started(cell.count, cell.code)
+            self.journal.cell_finished(cell.count, "ok")
+        return True
+
+
+_RECOVER_LINE = re.compile(r"^%recover\b", re.MULTILINE)
+
+
+def _await_recover(lines: list[str]) -> list[str]:
+    """IPython cleanup transformer: a top-level ``%recover ARGS`` line becomes an
+    awaited replay, so that the cell runs asynchronously."""
+    out = []
+    for line in lines:
+        match = re.match(r"^%recover(?=\s|$)(.*?)(\r?\n)?$", line)
+        if match:
+            args = match.group(1).strip()
+            line = f"await get_ipython().crash_recovery.replay({args!r}){match.group(2) or ''}"
+        out.append(line)
+    return out

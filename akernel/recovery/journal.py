@@ -206,7 +206,6 @@ class Journal:
         self._fd = fd
         self._fault_fd = fault_fd
         self._size = size
-        self._deferred = b""  # records written with the next append (see cell_finished)
         self.compactions = 0
         """How many times the journal was compacted (for tests and diagnostics)."""
 
@@ -261,36 +260,26 @@ class Journal:
         """Whether the journal was closed."""
         return self._fd < 0
 
-    def _append(self, record: dict[str, Any], *, deferred: bool = False) -> None:
+    def _append(self, record: dict[str, Any]) -> None:
         if self._fd < 0:
             raise ValueError("the journal is closed")
         line = encode_record(record)
-        if deferred:
-            self._deferred += line
-            return
-        self._write(line)
+        if self._size + len(line) > self.max_bytes:
+            self._compact(len(line))
+        os.write(self._fd, line)
+        self._size += len(line)
 
-    def flush(self) -> None:
-        """Write the deferred records now."""
-        if self._deferred and self._fd >= 0:
-            self._write(b"")
-
-    def _write(self, data: bytes) -> None:
-        # Deferred records first, in order, in the same write.
-        data, self._deferred = self._deferred + data, b""
-        if self._size + len(data) > self.max_bytes:
-            self._compact(len(data))
-        os.write(self._fd, data)
-        self._size += len(data)
-
-    def cell_started(self, count: int, code: str) -> None:
+    def cell_started(self, count: int, code: str, *, replayable: bool = True) -> None:
         """Record that cell ``count`` starts running ``code``.
 
         Code too big for a quarter of the bound is cut: the report can still show
-        its first lines, but ``truncated`` keeps it out of a replay.
+        its first lines, but ``truncated`` keeps it out of a replay, as
+        ``replayable=False`` does.
         """
         limit = self.max_bytes // 4
         record: dict[str, Any] = {"kind": "cell_started", "count": count, "time": time.time()}
+        if not replayable:
+            record["replay"] = False
         if len(code) > limit // 4 and len(code.encode()) > limit:
             record["code"] = code.encode()[:limit].decode("utf-8", "ignore")
             record["truncated"] = True
@@ -298,15 +287,11 @@ class Journal:
             record["code"] = code
         self._append(record)
 
-    def cell_finished(self, count: int, status: str, *, deferred: bool = False) -> None:
-        """Record that cell ``count`` finished with ``status`` ("ok", "error" or "aborted").
-
-        ``deferred``: keep the record until :meth:`flush` or the next record, to
-        write both at once (a write costs more than the record).
-        """
+    def cell_finished(self, count: int, status: str) -> None:
+        """Record that cell ``count`` finished with ``status`` ("ok", "error" or "aborted")."""
         if status not in CELL_STATUSES:
             raise ValueError(f"cell status must be one of {sorted(CELL_STATUSES)}, not {status!r}")
-        self._append({"kind": "cell_finished", "count": count, "status": status}, deferred=deferred)
+        self._append({"kind": "cell_finished", "count": count, "status": status})
 
     def memory_sample(self, rss: int, limit: int, source: str) -> None:
         """Record the process's resident memory and the limit it lives under."""
@@ -354,7 +339,9 @@ class Journal:
             elif kind == "cell_finished":
                 begun = started.pop(record.get("count", -1), None)
                 if begun is not None and record.get("status") == "ok":
-                    if begun.get("truncated"):
+                    if begun.get("replay", True) is False:
+                        pass  # never replayed: not worth keeping
+                    elif begun.get("truncated"):
                         dropped += 1
                     else:
                         ok_cells.append(begun)

@@ -188,7 +188,8 @@ def analyse(contents: JournalContents, fault_text: str, *, now: float) -> CrashR
             begun = started.pop(record.get("count"), None)
             if begun is None:
                 continue
-            if record.get("status") == "ok" and not begun.get("truncated"):
+            replayable = not begun.get("truncated") and begun.get("replay", True)
+            if record.get("status") == "ok" and replayable:
                 completed.append(ReplayCell(int(begun["count"]), str(begun.get("code", ""))))
             elif record.get("status") != "ok":
                 failed.append(int(begun["count"]))
