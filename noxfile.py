@@ -107,7 +107,8 @@ def e2e(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Register akernel and execute the example notebook with it through nbclient,
-    then run an ipyparallel cluster of akernel engines."""
+    then run an ipyparallel cluster of akernel engines. (The test suite runs both
+    scripts too, on its own kernelspecs: tests/test_docs_examples.py.)"""
     session.install(".[parallel]", "nbclient", "nbformat", "trio", "numpy")
     _install_kernelspecs(session)
     session.run("python", "examples/run_demo.py", *session.posargs)

@@ -7,12 +7,32 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .embed import embed_kernel, embedded_kernel, serve_kernel
+    from .embed import EmbeddedKernel, embed_kernel, embedded_kernel, serve_kernel
     from .execution.background import BackgroundTasks
 
-__all__ = ["__version__", "embed_kernel", "embedded_kernel", "serve_kernel", "task_group"]
+__all__ = [
+    "EmbeddedKernel",
+    "KernelStartError",
+    "__version__",
+    "ainput",
+    "embed_kernel",
+    "embedded_kernel",
+    "serve_kernel",
+    "task_group",
+]
 
-_EMBEDDING = ("embed_kernel", "embedded_kernel", "serve_kernel")
+_EMBEDDING = ("EmbeddedKernel", "embed_kernel", "embedded_kernel", "serve_kernel")
+
+
+class KernelStartError(RuntimeError):
+    """An embedded kernel could not start; the message says why, the cause is chained.
+
+    Raised by every embedding entry point (:func:`serve_kernel`,
+    :func:`embedded_kernel`, :class:`EmbeddedKernel`, :func:`embed_kernel`): an
+    address or port already in use, an unusable connection file or argument, an
+    unknown kernel option, a kernel already running in the process, no running asyncio or trio loop.
+    Nothing the kernel started is left behind.
+    """
 
 
 def __getattr__(name: str) -> object:
@@ -35,3 +55,11 @@ def task_group() -> BackgroundTasks:
     from .execution.background import running_task_group
 
     return running_task_group()
+
+
+async def ainput(prompt: object = "", *, password: bool = False) -> str:
+    """Ask the client for a line of input without blocking the event loop (see
+    docs/async.md)."""
+    from .execution.user_input import ainput as ask
+
+    return await ask(prompt, password=password)

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import anyio
+import anyio.abc
 import zmq
 from traitlets import Bool, Float, Integer, default
 from traitlets.config import Config, LoggingConfigurable
@@ -31,6 +32,7 @@ from .execution import (
     AkernelShell,
     ApplyHandlers,
     BackgroundTasks,
+    CellTasks,
     ControlHandlers,
     EngineIdentity,
     InterruptController,
@@ -42,7 +44,6 @@ from .execution import (
     install_comms,
     propagate_context_to_threads,
     release_shell,
-    report_asyncio_task_errors,
     running_task_group_or_none,
     set_running,
     uninstall_comms,
@@ -50,8 +51,10 @@ from .execution import (
 from .execution.crash_recovery import CrashRecovery
 from .execution.debugger import install_kernel_pdb
 from .execution.process_end import DeathBySignal
+from .execution.process_state import ProcessState
 from .execution.recognition import recognise_running_kernel
 from .execution.subshells import Subshell, SubshellManager
+from .execution.user_input import Prompter, set_running_prompter
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
 from .transport.handover import HandoverSocket
 from .transport.replay import PersistentSignatureHistory
@@ -129,6 +132,14 @@ class Kernel(LoggingConfigurable):
         help="Output from code outside any request (e.g. threads not started by a cell) goes"
         " to the last executed cell. If false, it goes to the original sys.stdout/stderr.",
     ).tag(config=True)
+    blocking_input = Bool(
+        None,
+        allow_none=True,
+        help="Whether input(), getpass() and the debugger's prompt in a cell may wait for the"
+        " client's answer in the event loop's thread, holding the loop meanwhile. Default: yes"
+        " for a kernel of its own; no for an embedded kernel, whose loop is its host"
+        " application's (they raise an error pointing to `await akernel.ainput()`).",
+    ).tag(config=True)
 
     def __init__(
         self,
@@ -146,6 +157,7 @@ class Kernel(LoggingConfigurable):
         replay_guard_file: str | os.PathLike[str] | None = None,
         connection_file: str | os.PathLike[str] | None = None,
         journal: bool = False,
+        embedded: bool = False,
         **kwargs: Any,
     ) -> None:
         """``engine``: serve as this ipyparallel engine. ``heartbeat_capture``
@@ -157,8 +169,12 @@ class Kernel(LoggingConfigurable):
         ``connection_file``: where ``info`` was read from or written to, if it
         was (libraries look it up: see execution/recognition.py). ``journal``: the
         connection file was given (a restart reuses it), so keep a crash journal
-        beside it (execution/crash_recovery.py)."""
+        beside it (execution/crash_recovery.py). ``embedded``: the process and
+        the event loop are a host application's (akernel/embed.py): Ctrl-C on
+        the idle kernel goes to the host's SIGINT handler, and cells may not
+        block the loop waiting for input (``blocking_input``)."""
         super().__init__(config=config, **kwargs)
+        self.embedded = embedded
         self.info = info
         self.connection_file = os.fspath(connection_file) if connection_file else None
         self.journal = journal
@@ -194,8 +210,13 @@ class Kernel(LoggingConfigurable):
 
     # -- life cycle -----------------------------------------------------------
 
-    async def serve(self) -> None:
-        """Serve until shut down by a client, SIGTERM, or cancellation."""
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until shut down by a client, SIGTERM, or cancellation.
+
+        With ``await tg.start(kernel.serve)``: returns once the kernel serves,
+        its process-wide state (``sys.stdout``, signal handlers) in place."""
         if running_task_group_or_none() is not None:
             raise RuntimeError("an akernel kernel is already running in this process")
         # Each step registers its undo as soon as it is done, so a failure
@@ -216,6 +237,7 @@ class Kernel(LoggingConfigurable):
                     tg.start_soon(shell_dispatcher.serve)
                     if "db_cache_size" not in self.config.get("HistoryManager", {}):
                         batch_history_writes(shell, tg, self.history_save_interval)
+                    task_status.started()
             finally:
                 self._stopping = True
         log.info("kernel stopped")
@@ -250,6 +272,12 @@ class Kernel(LoggingConfigurable):
         undo.callback(lambda: [capture.restore() for capture in captures])
 
         interrupts = self._interrupts = InterruptController(mailbox)
+        interrupts.idle_sigint_to_previous = self.embedded
+        # Process-wide values set from here on are put back at the end, where
+        # nobody (the host application) changed them since.
+        state = ProcessState()
+        undo.callback(state.restore)
+        record_shell_changes = state.watch()
         shell = AkernelShell.instance(
             parent=self,
             router=router,
@@ -257,6 +285,7 @@ class Kernel(LoggingConfigurable):
             user_ns=self.user_ns,
             user_module=self.user_module,
         )
+        record_shell_changes()
         undo.callback(release_shell, shell)
         comm_manager = install_comms(router)
         undo.callback(uninstall_comms)
@@ -292,17 +321,18 @@ class Kernel(LoggingConfigurable):
         self._control = control
         iopub.publish_status("starting")
 
-        undo.callback(sys.setswitchinterval, sys.getswitchinterval())
         if self.gil_switch_interval > 0:
+            previous_interval = sys.getswitchinterval()
             sys.setswitchinterval(self.gil_switch_interval)
-        saved_streams = sys.stdout, sys.stderr
-        undo.callback(setattr, sys, "stdout", saved_streams[0])
-        undo.callback(setattr, sys, "stderr", saved_streams[1])
-        sys.stdout = OutStream("stdout", router, saved_streams[0])
-        sys.stderr = OutStream("stderr", router, saved_streams[1])
+            undo.callback(_restore_switch_interval, previous_interval, sys.getswitchinterval())
+        streams = [OutStream(name, router, getattr(sys, name)) for name in ("stdout", "stderr")]
+        for stream in streams:
+            # Whoever still holds one after the end writes where it went before.
+            undo.callback(stream.detach_from_kernel)
+            state.set(vars(sys), stream.name, stream)
         self._death_by_signal = DeathBySignal()
         if self.handle_sigterm and (previous := self._install_sigterm()) is not None:
-            undo.callback(signal.signal, signal.SIGTERM, previous)
+            undo.callback(_restore_signal, signal.SIGTERM, previous, self._sigterm_handler)
             # A forked child (a multiprocessing worker) ends on SIGTERM as usual.
             undo.callback(at_fork(in_child=lambda: signal.signal(signal.SIGTERM, previous)))
         # pdb.set_trace() and breakpoint(): a debugger an interrupt ends (debugger.py).
@@ -313,11 +343,13 @@ class Kernel(LoggingConfigurable):
             interrupts.install()
             undo.callback(interrupts.uninstall)
         if self.backend == "asyncio":
-            undo.callback(
-                report_asyncio_task_errors(
-                    lambda text, parent: iopub.write_stream("stderr", text, parent)
-                )
+            # What cells start with asyncio.create_task (execution/cell_tasks.py).
+            cell_tasks = CellTasks(
+                lambda text, parent: iopub.write_stream("stderr", text, parent),
+                cell_code_prefix=shell.compile.files.prefix_dir,
+                strict=self.embedded,
             )
+            undo.callback(cell_tasks.install())
         set_running(background)
         undo.callback(set_running, None)
         if self.startup is not None:
@@ -337,6 +369,9 @@ class Kernel(LoggingConfigurable):
         stdin = StdinChannel(self.sockets.stdin, self.session)
         stdin.should_stop = lambda: self._stopping
         self._shell_parts = (shell, router, iopub, stdin, comm_manager)
+        blocking = self.blocking_input if self.blocking_input is not None else not self.embedded
+        self._prompter = Prompter(stdin, router, blocking=blocking)
+        self._undo.callback(set_running_prompter(self._prompter))
         self._comm_lock = threading.RLock()
         dispatcher, handlers = self._new_shell("shell", self._shell_socket, interrupts)
         dispatcher.post = self._mailbox.post
@@ -377,6 +412,7 @@ class Kernel(LoggingConfigurable):
             on_shutdown=lambda msg: self.request_stop(restart=bool(msg.content.get("restart"))),
         )
         handlers.comm_lock = self._comm_lock
+        handlers.prompter = self._prompter
         handlers.offers_subshells = self.engine is None
         dispatcher.handlers.update(handlers.handlers())
         return dispatcher, handlers
@@ -516,6 +552,7 @@ class Kernel(LoggingConfigurable):
             # that the stop can happen.
             self._interrupts.interrupt_at(frame)
 
+        self._sigterm_handler = on_sigterm
         return signal.signal(signal.SIGTERM, on_sigterm)
 
     # -- control channel ----------------------------------------------------------
@@ -594,3 +631,15 @@ class Kernel(LoggingConfigurable):
         handlers.install(engine=self.engine is not None)
         self._control_handlers = handlers
         return dispatcher
+
+
+def _restore_switch_interval(previous: float, ours: float) -> None:
+    """Put the GIL switch interval back, unless someone changed the kernel's since."""
+    if sys.getswitchinterval() == ours:
+        sys.setswitchinterval(previous)
+
+
+def _restore_signal(signum: int, previous: Any, ours: Any) -> None:
+    """Give ``signum`` back to its previous handler, unless someone took it since."""
+    if signal.getsignal(signum) is ours:
+        signal.signal(signum, previous)

@@ -1,38 +1,46 @@
-"""Kernels embedded in running applications: the examples, run as real processes.
+"""Kernels embedded in running applications: the example hosts, run as real processes.
 
-``examples/embed_asyncio_http.py`` (an asyncio HTTP app, ``app`` in the kernel)
-and ``examples/embed_trio_service.py`` (a trio line-based TCP service,
-``service`` in the kernel) each run as a subprocess and are driven two ways at
-once: through their own protocol (HTTP GET / a TCP line) and through a
+The three hosts of tests/embed_hosts.py (an asyncio HTTP app, a Starlette app under
+uvicorn on uvloop, a trio TCP service) each run as a subprocess and are driven two
+ways at once: through their own protocol (HTTP GET / a TCP line) and through a
 ``BlockingKernelClient`` connected with the connection file they wrote.
 
-Each app runs once per module (per xdist worker) for the tests that leave it
-running; tests that shut the kernel down or stop the app get their own process.
-A tiny plain script also runs ``akernel.embed_kernel()`` on both backends.
+Each host runs once per module (per xdist worker) for the tests that leave it
+running; tests that stop the kernel, the host, or give it a connection file get their
+own process. A tiny plain script also runs ``akernel.embed_kernel()`` on both backends.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import queue
 import re
 import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
+from akernel.transport.connection import CHANNELS
+
+from .embed_hosts import (
+    EXISTING,
+    FLAVORS,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    AppProcess,
+    Flavor,
+    LineReader,
+    connect,
+    free_ports,
+    spawn,
+    stop_process,
+    wait_until,
+)
 from .utils import (
-    TIMEOUT,
     execute,
     get_reply,
     iopub_until_idle,
@@ -43,231 +51,6 @@ from .utils import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-START_TIMEOUT = 30  # process start until its ready line (imports IPython, binds sockets)
-STOP_TIMEOUT = 20  # SIGTERM until the process is gone
-REQUEST_TIMEOUT = 10  # one HTTP request or TCP line
-READY = re.compile(r"^ready (?P<address>\S+) connection_file=(?P<path>.+)$")
-EXISTING = re.compile(r"jupyter console --existing (?P<path>\S+)")
-
-
-# --- Subprocesses ---------------------------------------------------------------------
-
-
-class LineReader:
-    """Collects the lines of a text pipe in a daemon thread, to wait on them."""
-
-    def __init__(self, pipe) -> None:
-        self.lines: list[str] = []
-        self.closed = False
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
-
-    def _read(self, pipe) -> None:
-        try:
-            for line in pipe:
-                with self._changed:
-                    self.lines.append(line.rstrip("\n"))
-                    self._changed.notify_all()
-        finally:
-            pipe.close()
-            with self._changed:
-                self.closed = True
-                self._changed.notify_all()
-
-    @property
-    def text(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
-
-    def wait_for(self, found: Callable[[str], object], timeout: float = TIMEOUT) -> object:
-        """The first truthy ``found(line)`` over all lines, waiting up to ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            checked = 0
-            while True:
-                for line in self.lines[checked:]:
-                    result = found(line)
-                    if result:
-                        return result
-                checked = len(self.lines)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.closed:
-                    lines = "\n".join(self.lines)
-                    raise AssertionError(f"not found in output (closed={self.closed}):\n{lines}")
-                self._changed.wait(remaining)
-
-    def wait_closed(self, timeout: float = TIMEOUT) -> None:
-        """Wait until the pipe is read to its end (the process exited and all is read)."""
-        with self._changed:
-            assert self._changed.wait_for(lambda: self.closed, timeout), "pipe still open"
-
-
-def spawn(args: list[str], cwd: Path) -> tuple[subprocess.Popen, LineReader, LineReader]:
-    """Start ``python ARGS`` with stdout and stderr read line by line.
-
-    Without ``PYTHONUNBUFFERED``: the scripts must flush what they print themselves.
-    """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    process = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    return process, LineReader(process.stdout), LineReader(process.stderr)
-
-
-def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int | None:
-    """Ask ``process`` to stop with ``sig``, kill it if it does not; its exit code."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-    return process.returncode
-
-
-def connect(connection_file: str | Path) -> BlockingKernelClient:
-    kc = BlockingKernelClient()
-    kc.load_connection_file(str(connection_file))
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=TIMEOUT)
-    except Exception:
-        kc.stop_channels()
-        raise
-    return kc
-
-
-def wait_until(condition: Callable[[], object], timeout: float = TIMEOUT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        time.sleep(0.05)
-
-
-# --- The two apps, behind one interface ---------------------------------------------
-
-
-def http_get(port: int, path: str) -> object:
-    """GET ``path`` from the asyncio app; the decoded JSON body (no proxies involved)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    assert response.status in (200, 404), (response.status, body)
-    return json.loads(body)
-
-
-def tcp_line(port: int, line: str) -> str:
-    """Send one line to the trio service; its one-line answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as sock:
-        sock.sendall(line.encode() + b"\n")
-        with sock.makefile("r", encoding="utf-8") as answers:
-            answer = answers.readline()
-    assert answer.endswith("\n"), f"no answer to {line!r}: {answer!r}"
-    return answer.rstrip("\n")
-
-
-@dataclass(frozen=True)
-class Flavor:
-    """One example app, and how to talk to it."""
-
-    name: str
-    script: str
-    ns: str  # the app's name in the kernel
-    counter: str  # attribute counted by each request
-    log_prefix: str  # start of the app's own stdout lines
-    in_app_loop: str  # expression, True in a cell running in the app's event loop
-
-    @property
-    def count(self) -> str:
-        """The expression for the counter, in a cell."""
-        return f"{self.ns}.{self.counter}"
-
-
-ASYNCIO_APP = Flavor(
-    name="asyncio",
-    script="embed_asyncio_http.py",
-    ns="app",
-    counter="hits",
-    log_prefix="app: ",
-    in_app_loop="id(__import__('asyncio').get_running_loop()) == app.loop_id",
-)
-TRIO_APP = Flavor(
-    name="trio",
-    script="embed_trio_service.py",
-    ns="service",
-    counter="count",
-    log_prefix="service: ",
-    in_app_loop="__import__('trio').lowlevel.current_root_task() is service.root_task",
-)
-FLAVORS = [ASYNCIO_APP, TRIO_APP]
-
-
-class AppProcess:
-    """A running example app: its process, its output, its port and connection file."""
-
-    def __init__(self, flavor: Flavor, workdir: Path) -> None:
-        self.flavor = flavor
-        wanted = workdir / f"{flavor.name}-kernel.json"
-        script = str(EXAMPLES / flavor.script)
-        args = [script, "--port", "0", "--connection-file", str(wanted)]
-        self.process, self.stdout, self.stderr = spawn(args, workdir)
-        try:
-            ready = self.stdout.wait_for(READY.match, START_TIMEOUT)
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"no ready line; stderr:\n{self.stderr.text}") from None
-        assert isinstance(ready, re.Match)
-        self.address = ready["address"]
-        self.port = int(self.address.rsplit(":", 1)[1])
-        self.connection_file = Path(ready["path"])
-        assert self.connection_file == wanted
-        assert self.connection_file.exists()
-
-    def request(self, tag: str = "ping") -> int:
-        """One counted request (GET /, or a line); the counter in the answer.
-
-        ``tag`` ends up in the app's log line for the request.
-        """
-        if self.flavor.name == "asyncio":
-            body = http_get(self.port, f"/?tag={tag}")
-            assert isinstance(body, dict), body
-            return body["hits"]
-        count, echoed = tcp_line(self.port, tag).split(" ", 1)
-        assert echoed == tag.upper()
-        return int(count)
-
-    def items(self) -> list[str]:
-        """The items the app holds, asked through its own protocol."""
-        if self.flavor.name == "asyncio":
-            items = http_get(self.port, "/items")
-        else:
-            items = json.loads(tcp_line(self.port, "items"))
-        assert isinstance(items, list), items
-        return items
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        """Stop the process with ``sig``; its exit code, once all its output is read."""
-        returncode = stop_process(self.process, sig)
-        self.stdout.wait_closed()
-        self.stderr.wait_closed()
-        return returncode
 
 
 # --- Fixtures ---------------------------------------------------------------------------
@@ -492,6 +275,57 @@ def test_shutdown_request_stops_only_the_kernel(own_app: AppProcess) -> None:
     assert app.alive()
     assert app.stop() == 0
     assert app.stdout.lines[-1] == f"{app.flavor.log_prefix}stopped"
+
+
+def test_the_host_stopping_its_kernel_stops_only_the_kernel(own_app: AppProcess) -> None:
+    """``kernel.stop()`` from the host's own code (issue 16, item 1): the kernel goes,
+    the host's server and its own background job go on."""
+    app = own_app
+    kc = connect(app.connection_file)
+    try:
+        assert user_value(kc, app.flavor.count) == "0"
+        served = app.request()
+        app.stop_kernel()
+        wait_until(lambda: app.state()["kernel"] == "stopped", what="the kernel to stop")
+        wait_until(lambda: not app.connection_file.exists(), what="the connection file to go")
+    finally:
+        kc.stop_channels()
+    app.stdout.wait_for(lambda line: "kernel stopped, still serving" in line)
+    assert app.request() == served + 1
+    ticks = app.state()["ticks"]
+    wait_until(lambda: app.state()["ticks"] > ticks, what="the host's background job")
+    assert app.alive()
+    assert app.stop() == 0, app.stderr.text
+    assert app.stdout.lines[-1] == f"{app.flavor.log_prefix}stopped"
+    assert "Traceback" not in app.stderr.text, app.stderr.text
+
+
+def test_the_host_serves_its_kernel_on_a_known_address(flavor: Flavor, tmp_path: Path) -> None:
+    """A connection file given to the host is honoured (issue 16, item 6): clients
+    holding that file reach the kernel; the file is neither rewritten nor removed."""
+    ports = free_ports(5).release()
+    known = tmp_path / "known-kernel.json"
+    info = {f"{channel}_port": port for channel, port in zip(CHANNELS, ports, strict=True)}
+    info |= {"ip": "127.0.0.1", "transport": "tcp", "key": "the-service-key"}
+    info |= {"signature_scheme": "hmac-sha256", "kernel_name": ""}
+    known.write_text(json.dumps(info, indent=1))
+    written = known.read_bytes()
+    app = AppProcess(flavor, tmp_path, connection_file=known)
+    try:
+        kc = connect(known)
+        try:
+            assert (kc.shell_port, kc.control_port) == (info["shell_port"], info["control_port"])
+            assert kc.session.key == b"the-service-key"
+            assert user_value(kc, app.flavor.count) == "0"
+            assert app.request() == 1
+            assert user_value(kc, app.flavor.count) == "1"
+        finally:
+            kc.stop_channels()
+        assert known.read_bytes() == written
+        assert app.stop() == 0, app.stderr.text
+    finally:
+        app.stop()
+    assert known.read_bytes() == written
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

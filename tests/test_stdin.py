@@ -1,12 +1,21 @@
-"""input() and getpass() through the stdin channel, on both backends."""
+"""input(), getpass() and ``await akernel.ainput()`` through the stdin channel, on both backends."""
 
 from __future__ import annotations
 
 import time
 
 from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.manager import KernelManager
 
-from .utils import TIMEOUT, collect_iopub, execute, get_reply, msg_types, stream_text
+from .utils import (
+    TIMEOUT,
+    collect_iopub,
+    execute,
+    get_reply,
+    msg_types,
+    stream_text,
+    wait_for_stream,
+)
 
 
 def wait_input_request(kc: BlockingKernelClient, msg_id: str) -> dict:
@@ -119,3 +128,48 @@ def test_no_input_request_when_not_allowed(kc: BlockingKernelClient) -> None:
     assert request["content"]["prompt"] == "again: "
     assert get_reply(kc, msg_id)["content"]["status"] == "ok"
     collect_iopub(kc, msg_id)
+
+
+# --- await akernel.ainput(): the event loop goes on while the client answers -------------
+
+
+def test_ainput_lets_the_loop_run_while_it_waits(kc: BlockingKernelClient) -> None:
+    code = (
+        "import akernel, anyio\n"
+        "async def meanwhile():\n"
+        "    await anyio.sleep(0)\n"
+        "    print('ran while the cell waited', flush=True)\n"
+        "akernel.task_group().start_soon(meanwhile)\n"
+        "secret = await akernel.ainput('token: ', password=True)\n"
+        "print('got', len(secret))\n"
+    )
+    msg_id = kc.execute(code, allow_stdin=True)
+    request = wait_input_request(kc, msg_id)
+    assert request["content"] == {"prompt": "token: ", "password": True}
+    # Not answered yet: the background task runs all the same.
+    wait_for_stream(kc, msg_id, "ran while the cell waited")
+    kc.input("abc")
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+    assert "got 3\n" in stream_text(collect_iopub(kc, msg_id))
+
+
+def test_ainput_ends_on_interrupt(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    km, kc = kernel
+    code = "import akernel\nanswer = await akernel.ainput('never: ')"
+    msg_id = kc.execute(code, allow_stdin=True)
+    wait_input_request(kc, msg_id)
+    km.interrupt_kernel()
+    reply = get_reply(kc, msg_id)
+    assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+    collect_iopub(kc, msg_id)
+    # The next prompt is answered as usual (the unanswered one is forgotten).
+    msg_id = kc.execute("after = input('again: ')\nafter", allow_stdin=True)
+    answer_input(kc, msg_id, "works")
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+    collect_iopub(kc, msg_id)
+
+
+def test_ainput_not_allowed(kc: BlockingKernelClient) -> None:
+    reply, _ = execute(kc, "import akernel\nawait akernel.ainput()", allow_stdin=False)
+    assert reply["content"]["ename"] == "StdinNotImplementedError", reply["content"]
+    assert kc.stdin_channel.msg_ready() is False

@@ -1,12 +1,8 @@
 """The execution layer: IPython's shell and the request handlers that use it."""
 
 from .apply import ApplyHandlers, EngineIdentity
-from .background import (
-    BackgroundTasks,
-    report_asyncio_task_errors,
-    running_task_group_or_none,
-    set_running,
-)
+from .background import BackgroundTasks, running_task_group_or_none, set_running
+from .cell_tasks import CellTaskExit, CellTasks
 from .comms import install_comms, uninstall_comms
 from .control import ControlHandlers
 from .handlers import ShellHandlers
@@ -22,6 +18,8 @@ __all__ = [
     "AkernelShell",
     "ApplyHandlers",
     "BackgroundTasks",
+    "CellTaskExit",
+    "CellTasks",
     "ControlHandlers",
     "EngineIdentity",
     "InterruptController",
@@ -34,7 +32,6 @@ __all__ = [
     "kernel_info",
     "propagate_context_to_threads",
     "release_shell",
-    "report_asyncio_task_errors",
     "running_task_group_or_none",
     "set_running",
     "uninstall_comms",

@@ -9,25 +9,20 @@ the reply, while other cells execute, and stops when the kernel stops.
   started it, so its output goes to the cell that started it. An error in a
   task is shown as an ``error`` output of that cell; it does not take the
   kernel, or the other tasks, down. At shutdown the group is cancelled.
-* On asyncio, ``asyncio.create_task`` also works. Such a task's unretrieved
-  exception (reported by asyncio when the task is garbage collected) is
-  shown to the cell that created it, instead of only in the kernel's log.
+  ``SystemExit`` and ``KeyboardInterrupt`` raised in a task are shown the
+  same way: cell code cannot end the event loop (the host application's, in
+  an embedded kernel) by raising.
+* On asyncio, ``asyncio.create_task`` also works: see cell_tasks.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import traceback
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.abc
-
-from ..channels import current_request
-from ..wire import Message
 
 log = logging.getLogger("akernel.background")
 
@@ -81,8 +76,11 @@ class BackgroundTasks:
     ) -> None:
         try:
             await func(*args, **kwargs)
-        except Exception as error:
-            # One failing task must not cancel the group (and every other task).
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as error:
+            # One failing task must not cancel the group (and every other task),
+            # and SystemExit or KeyboardInterrupt must not end the event loop.
             log.info("background task %r failed", func, exc_info=True)
             self._report_error(error)
 
@@ -104,53 +102,3 @@ def running_task_group_or_none() -> BackgroundTasks | None:
 def set_running(tasks: BackgroundTasks | None) -> None:
     global _running
     _running = tasks
-
-
-def report_asyncio_task_errors(
-    publish_stderr: Callable[[str, Message], None],
-) -> Callable[[], None]:
-    """Show unretrieved exceptions of tasks created in cells to those cells.
-
-    Records the request each task was created under (a task factory), and
-    publishes asyncio's "exception was never retrieved" report there. Other
-    reports go to the handler that was set before. Returns the undo.
-    """
-    loop = asyncio.get_running_loop()
-    parents: weakref.WeakKeyDictionary[asyncio.Future, Message] = weakref.WeakKeyDictionary()
-    previous_factory = loop.get_task_factory()
-    previous_handler = loop.get_exception_handler()
-
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future:
-        if previous_factory is not None:
-            task = previous_factory(loop, coro, **kwargs)
-        else:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
-        parent = current_request.get()
-        if parent is not None:
-            parents[task] = parent
-        return task
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        task = context.get("future") or context.get("task")
-        error = context.get("exception")
-        parent = parents.get(task) if task is not None else None
-        if parent is None or error is None:
-            if previous_handler is not None:
-                previous_handler(loop, context)
-            else:
-                loop.default_exception_handler(context)
-            return
-        log.info("%s", context.get("message"), exc_info=error)
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        publish_stderr(f"{context.get('message', 'Task failed')}: {task!r}\n{text}", parent)
-
-    loop.set_task_factory(factory)
-    loop.set_exception_handler(handler)
-
-    def undo() -> None:
-        if loop.get_task_factory() is factory:
-            loop.set_task_factory(previous_factory)
-        if loop.get_exception_handler() is handler:
-            loop.set_exception_handler(previous_handler)
-
-    return undo

@@ -7,6 +7,12 @@ queued behind it unanswered. This is IPython's debugger, as ipykernel uses
 it, made to end on an interrupt: the debugger quits and the cell ends with
 ``KeyboardInterrupt``. The kernel's own frames are hidden from ``where``,
 ``up`` and ``down``, as IPython's machinery below the cell is.
+
+In an embedded kernel, the debugger's prompt would hold the host
+application's event loop: there, a cell's debugger raises
+:class:`~.user_input.BlockingInputError` unless the kernel was started with
+``blocking_input=True`` (user_input.py). Code that is not a cell's (the host
+application's own ``breakpoint()``) gets the standard debugger.
 """
 
 from __future__ import annotations
@@ -18,6 +24,17 @@ from types import FrameType
 from typing import Any
 
 from IPython.core.debugger import InterruptiblePdb
+
+from .user_input import running_prompter
+
+# The standard library's, for code that is not a cell's (install_kernel_pdb).
+_standard_pdb: type[pdb.Pdb] = pdb.Pdb
+
+
+def _check_debugger_may_block() -> None:
+    prompter = running_prompter()
+    if prompter is not None:
+        prompter.check_debugger_may_block()
 
 
 def _is_kernel_frame(frame: FrameType) -> bool:
@@ -38,6 +55,7 @@ class KernelPdb(InterruptiblePdb):
             raise
 
     def interaction(self, frame: Any, tb_or_exc: Any) -> None:
+        _check_debugger_may_block()
         # IPython's interaction swallows the KeyboardInterrupt (it prints it
         # and lets the program go on): raise it again, into the user's code.
         self._interrupted = False
@@ -55,16 +73,24 @@ class KernelPdb(InterruptiblePdb):
 
 def set_trace(frame: FrameType | None = None, *, header: str | None = None) -> None:
     """Start the kernel's debugger in ``frame`` (the caller's by default)."""
-    debugger = KernelPdb()
+    frame = frame or sys._getframe().f_back
+    prompter = running_prompter()
+    if prompter is not None and not prompter.serves_caller():
+        debugger: pdb.Pdb = _standard_pdb()  # not a cell's code: the host application's
+    else:
+        _check_debugger_may_block()
+        debugger = KernelPdb()
     if header is not None:
         debugger.message(header)
-    debugger.set_trace(frame or sys._getframe().f_back)
+    debugger.set_trace(frame)
 
 
 def install_kernel_pdb() -> Callable[[], None]:
     """Make ``pdb.set_trace``, ``breakpoint()`` and ``pdb.Pdb`` the kernel's
     debugger; return the function that puts the standard ones back."""
+    global _standard_pdb
     saved = pdb.set_trace, pdb.Pdb
+    _standard_pdb = saved[1]
     pdb.set_trace = set_trace  # type: ignore[assignment]
     pdb.Pdb = KernelPdb  # type: ignore[misc]
 

@@ -26,6 +26,7 @@ from .info import kernel_info
 from .interrupt import InterruptController
 from .io import OutputRouter
 from .shell import AkernelShell
+from .user_input import Prompter
 
 log = logging.getLogger("akernel.shell")
 
@@ -60,6 +61,14 @@ class ShellHandlers:
         self.offers_subshells = False
         self.on_shutdown = on_shutdown
         self._allow_stdin = False
+        # Set by the kernel: whether input may block here (user_input.py).
+        self.prompter: Prompter | None = None
+        # The input() and getpass() a cell's input calls replaced, for code that
+        # is not a cell's (the host application's) calling them meanwhile.
+        self._process_input: tuple[Callable[..., str], Callable[..., str]] = (
+            builtins.input,
+            getpass.getpass,
+        )
         # An ipyparallel engine's reply metadata (set by the kernel of an engine).
         self.engine_metadata: Any = None
         # Shared by the shells of one kernel (the kernel sets it): see comm_open.
@@ -169,6 +178,8 @@ class ShellHandlers:
             transformed = code
             preprocessing_exc = sys.exc_info()
         saved_input, saved_getpass = builtins.input, getpass.getpass
+        if not _is_cells_input(saved_input):
+            self._process_input = saved_input, saved_getpass
         builtins.input, getpass.getpass = self._input, self._getpass
         self.interrupts.executing = True
         result = None
@@ -190,7 +201,13 @@ class ShellHandlers:
         finally:
             self.interrupts.executing = False
             self.interrupts.pending = False
-            builtins.input, getpass.getpass = saved_input, saved_getpass
+            self.interrupts.wait_interrupted = False
+            # Unless the host application set its own meanwhile (an async cell
+            # lets it run).
+            if _is_cells_input(builtins.input):
+                builtins.input = saved_input
+            if _is_cells_input(getpass.getpass):
+                getpass.getpass = saved_getpass
             self.router.drain_captured()
             shell.events.trigger("post_execute")
             if not silent and result is not None:
@@ -205,9 +222,13 @@ class ShellHandlers:
         return {"ename": name, "evalue": str(error or ""), "traceback": []}
 
     def _input(self, prompt: Any = "") -> str:
+        if self.router.parent() is None:
+            return self._process_input[0](prompt)  # not a cell's code
         return self._request_input(str(prompt), password=False)
 
     def _getpass(self, prompt: str = "Password: ", stream: Any = None) -> str:
+        if self.router.parent() is None:
+            return self._process_input[1](prompt, stream)  # not a cell's code
         return self._request_input(prompt, password=True)
 
     def _request_input(self, prompt: str, *, password: bool) -> str:
@@ -219,9 +240,14 @@ class ShellHandlers:
                 "input was called, but this frontend does not support input requests"
                 " (allow_stdin is false)."
             )
+        if self.prompter is not None:
+            # An embedded kernel's cell must not hold the host's loop (user_input.py).
+            self.prompter.check_may_block("getpass()" if password else "input()")
         parent = self.router.parent()
+        assert parent is not None
         self.router.iopub.flush()
-        return self.stdin.request_input(prompt, parent, password=password)
+        interrupted = getattr(self.interrupts, "take_wait_interrupt", _never)
+        return self.stdin.request_input(prompt, parent, password=password, interrupted=interrupted)
 
     def end_abruptly(self) -> None:
         """The process is being killed in the middle of a request (from a
@@ -363,6 +389,15 @@ class ShellHandlers:
     def comm_close(self, msg: Message) -> None:
         with self.comm_lock:
             self.comm_manager.comm_close(None, None, as_comm_msg(msg))
+
+
+def _never() -> bool:
+    return False
+
+
+def _is_cells_input(function: Any) -> bool:
+    """Whether ``function`` is the input() (or getpass()) a running cell got."""
+    return isinstance(getattr(function, "__self__", None), ShellHandlers)
 
 
 def _code_and_cursor(content: dict[str, Any]) -> tuple[str, int]:

@@ -11,18 +11,25 @@ What an interrupt does depends on where the main thread is when it lands:
   ends with a ``KeyboardInterrupt`` error;
 * while a cell is being prepared (transformed, compiled), before its code
   runs: the code raises ``KeyboardInterrupt`` as soon as it starts;
-* with no cell running: nothing to interrupt, it is logged and ignored.
+* with no cell running: nothing to interrupt. A kernel of its own logs and
+  ignores it; an embedded kernel that took SIGINT (``capture_sigint=True``)
+  hands it to the handler its host application had before (Ctrl-C on an
+  idle application does what it did without the kernel).
 
 "In user code" means the cell's frame, called by IPython's ``run_code``, is
 on the current stack, or a function called through :func:`call_user_function`
 (an ``apply_request``'s), even a builtin one such as ``time.sleep``.
 Message-mode interrupts send SIGINT to the main thread, so both modes share
-this one path; SIGINT is blocked in the kernel's other threads.
+this one path; SIGINT is blocked in the kernel's other threads. When the
+kernel does not own SIGINT (an embedded kernel leaves it to its host, or the
+host took it back), an interrupt cancels a cell suspended in ``await``, and
+ends a synchronous cell's wait for input (``wait_interrupted``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -95,6 +102,19 @@ class InterruptController:
         self._main_thread_id = threading.main_thread().ident
         self._previous_handler: object = None
         self._installed = False
+        # Whether the host's asyncio loop gets every SIGINT anyway (see install).
+        self._signals_reach_loop = False
+        # The one handler object installed (each ``self._on_sigint`` is a new
+        # bound method): to tell whether SIGINT is still ours.
+        self._handler = self._on_sigint
+        # SIGINTs the kernel sent itself (message-mode interrupts) not yet handled.
+        self._sent = 0
+        # Whether SIGINT while no cell runs goes to the previous handler (an
+        # embedded kernel's host) instead of being ignored.
+        self.idle_sigint_to_previous = False
+        # Set by an interrupt that could not be delivered by SIGINT: a
+        # synchronous wait for input ends on it (channels/stdin.py).
+        self.wait_interrupted = False
         # The kernel subshells' controllers (execution/subshells.py): an
         # interrupt concerns the whole kernel, every shell's running cell.
         self.subshells: Callable[[], list[Any]] = list
@@ -103,15 +123,27 @@ class InterruptController:
         """Take over SIGINT (main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        self._previous_handler = signal.signal(signal.SIGINT, self._handler)
         self._installed = True
+        self._signals_reach_loop = _is_loop_signal_handler(self._previous_handler)
+        if self._signals_reach_loop:
+            log.warning(
+                "the host handles SIGINT with loop.add_signal_handler, which sees every SIGINT"
+                " (Ctrl-C), also those that interrupt a cell: interrupt requests cancel cells"
+                " suspended in await only, without sending SIGINT"
+            )
         self._remove_fork_hook = at_fork(in_child=self._in_forked_child)
 
     def uninstall(self) -> None:
+        """Give SIGINT back to the previous handler, unless someone else took it since."""
         if self._installed:
             self._remove_fork_hook()
-            signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
+            if self._owns_sigint():
+                signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
             self._installed = False
+
+    def _owns_sigint(self) -> bool:
+        return self._installed and signal.getsignal(signal.SIGINT) is self._handler
 
     def _in_forked_child(self) -> None:
         """A forked child (a multiprocessing worker, say) has no kernel to
@@ -132,26 +164,61 @@ class InterruptController:
         host), only a cell suspended in ``await`` can be interrupted: its
         cancel scope is cancelled.
         """
-        if self.executing and self._installed and self._main_thread_id is not None:
+        if (
+            self.executing
+            and self._owns_sigint()
+            and not self._signals_reach_loop
+            and self._main_thread_id is not None
+        ):
             # The SIGINT handler interrupts every shell (_on_sigint).
+            self._sent += 1
             signal.pthread_kill(self._main_thread_id, signal.SIGINT)
             return
         self._interrupt_subshells()
         if not self.executing:
             return
+        # A synchronous cell waiting for input looks at this (channels/stdin.py).
+        self.wait_interrupted = True
         scope = self.cell_scope
         if scope is not None:
             self.mailbox.post(scope.cancel)
         else:
-            log.warning("cannot interrupt a cell that holds the event loop without SIGINT")
+            log.warning(
+                "without SIGINT, an interrupt ends a cell that holds the event loop only if it"
+                " waits for input"
+            )
+
+    def take_wait_interrupt(self) -> bool:
+        """Whether an interrupt came for a synchronous wait (and forget it)."""
+        interrupted, self.wait_interrupted = self.wait_interrupted, False
+        return interrupted
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        self._interrupt_subshells()
+        sent, self._sent = self._sent > 0, max(self._sent - 1, 0)
+        busy = self._interrupt_subshells()
+        if not (sent or busy or self.executing) and self.idle_sigint_to_previous:
+            # Ctrl-C on the idle host application: its own, as without the kernel.
+            self._call_previous(signum, frame)
+            return
         self.interrupt_at(frame)
 
-    def _interrupt_subshells(self) -> None:
+    def _call_previous(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous_handler
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            # The default action ends the process: let it.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        # SIG_IGN (or None: set outside Python): ignored, as before the kernel.
+
+    def _interrupt_subshells(self) -> bool:
+        """Interrupt every subshell; whether one of them was running a cell."""
+        busy = False
         for subshell in self.subshells():
+            busy = busy or subshell.executing
             subshell.interrupt()
+        return busy
 
     def interrupt_at(self, frame: FrameType | None) -> None:
         """Interrupt the cell from a signal handler that stopped ``frame``."""
@@ -175,6 +242,14 @@ class InterruptController:
             # raises it when it starts (``AkernelShell.run_code``).
             log.info("interrupt received before the cell's code started: kept for it")
             self.pending = True
+
+
+def _is_loop_signal_handler(handler: object) -> bool:
+    """Whether ``handler`` is what asyncio (or uvloop) installs for a signal given
+    to ``loop.add_signal_handler``: a no-op, the loop reads the signal's number
+    from its wake-up descriptor and runs the host's handler, whatever Python
+    handler runs meanwhile."""
+    return getattr(handler, "__name__", None) in ("_sighandler_noop", "_Loop__sighandler")
 
 
 # pydevd's modules (debugpy's debugger; its compiled trace function included).

@@ -177,6 +177,14 @@ class OutStream(io.TextIOBase):
         self.name = name
         self._router = router
         self._original = original
+        self._detached = False
+
+    def detach_from_kernel(self) -> None:
+        """The kernel stopped: from now on, write to the original stream.
+
+        Whoever still holds this stream (a logging handler configured while
+        the kernel ran, a host that wrapped it) keeps a working stream."""
+        self._detached = True
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -196,6 +204,8 @@ class OutStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self._detached:
+            return self._original.write(text) if self._original is not None else len(text)
         router = self._router
         if (
             not router.orphans_to_last_execute
@@ -213,6 +223,10 @@ class OutStream(io.TextIOBase):
             self.write(line)
 
     def flush(self) -> None:
+        if self._detached:
+            if self._original is not None:
+                self._original.flush()
+            return
         if self._router.forked_child:
             self._router.flush_in_child()
             return

@@ -8,6 +8,7 @@ runs on whatever loop the kernel runs (asyncio or trio).
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 from contextvars import ContextVar
@@ -28,6 +29,14 @@ from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
 from .kernel_api import KernelHandle, ThreadParents, message_dict
 from .kernel_magics import LOOPLESS_GUIS, KernelMagics, unsupported_gui_message
+
+
+class KernelStopped(Exception):
+    """The error shown for a cell the kernel's stop cancelled (a client's
+    shutdown request, or the host application stopping an embedded kernel)."""
+
+
+KERNEL_STOPPED = "the kernel was stopped while this cell ran; the cell did not finish"
 
 subshell_interrupts: ContextVar[Any] = ContextVar("akernel_subshell_interrupts", default=None)
 """A subshell's interrupt controller, set in its thread: an async cell there
@@ -155,6 +164,12 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
         if self._interrupted_by_cancel(value):
             interrupt = KeyboardInterrupt()
             exc_tuple = (KeyboardInterrupt, interrupt.with_traceback(tb), tb)
+        elif self._stopped_by_cancel(value):
+            # Not anyio's "Cancelled via cancel scope 7f...": say what happened,
+            # and where the cell was.
+            tb = self._cell_frames(tb)
+            stopped = KernelStopped(KERNEL_STOPPED).with_traceback(tb)
+            exc_tuple = (KernelStopped, stopped, tb)
         elif isinstance(value, KeyboardInterrupt):
             exc_tuple = (etype, value, strip_handler_frames(tb))
         super().showtraceback(exc_tuple, *args, **kwargs)
@@ -215,10 +230,36 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
                 failed = await super().run_code(code_obj, result, async_=True)
             finally:
                 interrupts.cell_scope = None
-        if scope.cancel_called and result is not None:
-            if isinstance(result.error_in_exec, anyio.get_cancelled_exc_class()):
+        if result is not None and isinstance(result.error_in_exec, anyio.get_cancelled_exc_class()):
+            if scope.cancel_called:
                 result.error_in_exec = KeyboardInterrupt()
+            elif isinstance(self._last_error_value, KernelStopped):
+                result.error_in_exec = self._last_error_value
         return failed
+
+    def _stopped_by_cancel(self, value: BaseException | None) -> bool:
+        """Whether ``value`` is the cancellation of the cell by a scope around
+        it: the kernel's (or its host's) own, cancelled to stop the kernel."""
+        if not isinstance(value, anyio.get_cancelled_exc_class()):
+            return False
+        try:
+            return anyio.current_effective_deadline() == -math.inf
+        except Exception:  # not in a task of the kernel's loop
+            return False
+
+    def _cell_frames(self, tb: Any) -> Any:
+        """``tb`` cut after the last frame of the cell's code (or of functions it
+        defined): the event loop's frames below it say nothing to the user."""
+        last_user = None
+        node = tb
+        while node is not None:
+            if node.tb_frame.f_globals is self.user_global_ns:
+                last_user = node
+            node = node.tb_next
+        if last_user is None:
+            return None
+        last_user.tb_next = None
+        return tb
 
     def _interrupted_by_cancel(self, value: BaseException | None) -> bool:
         interrupts = subshell_interrupts.get() or self.interrupts

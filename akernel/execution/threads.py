@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+# What the patches call: the methods as they were when the kernel started
+# (a host application may have patched them itself before).
 _original_start = threading.Thread.start
 _original_submit = ThreadPoolExecutor.submit
 
@@ -39,11 +41,19 @@ def _submit_in_callers_context(
 
 def propagate_context_to_threads() -> Callable[[], None]:
     """Patch ``Thread.start`` and ``ThreadPoolExecutor.submit``; return the undo."""
+    global _original_start, _original_submit
+    if threading.Thread.start is not _start_in_callers_context:
+        _original_start = threading.Thread.start
+    if ThreadPoolExecutor.submit is not _submit_in_callers_context:
+        _original_submit = ThreadPoolExecutor.submit
     threading.Thread.start = _start_in_callers_context  # type: ignore[method-assign]
     ThreadPoolExecutor.submit = _submit_in_callers_context  # type: ignore[method-assign]
 
     def undo() -> None:
-        threading.Thread.start = _original_start  # type: ignore[method-assign]
-        ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+        # Unless patched again since, by someone else.
+        if threading.Thread.start is _start_in_callers_context:
+            threading.Thread.start = _original_start  # type: ignore[method-assign]
+        if ThreadPoolExecutor.submit is _submit_in_callers_context:
+            ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
 
     return undo

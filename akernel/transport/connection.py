@@ -6,12 +6,14 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import zmq
 
-from ..wire import digest_for
+from ..wire import digest_for, new_id
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 CURVE_FIELDS = ("curve_publickey", "curve_secretkey")
@@ -181,6 +183,59 @@ def _check_curve_keys(info: ConnectionInfo, source: str) -> None:
         matches = False
     if not matches:
         raise ConnectionError_(f"{source}: curve_publickey does not belong to curve_secretkey")
+
+
+def explicit_connection_fields(
+    transport: str | None, ip: str | None, ports: Mapping[str, int] | None, key: str | None
+) -> dict[str, Any]:
+    """The connection fields a caller gave (``None``: not given), named as in a
+    connection file; ``ports`` maps channel names to ports."""
+    fields: dict[str, Any] = {}
+    if transport is not None:
+        fields["transport"] = transport
+    if ip is not None:
+        fields["ip"] = ip
+    if key is not None:
+        fields["key"] = key
+    for channel, port in (ports or {}).items():
+        if channel not in CHANNELS:
+            raise ConnectionError_(
+                f"ports: unknown channel {channel!r} (one of {', '.join(CHANNELS)})"
+            )
+        fields[f"{channel}_port"] = port
+    return fields
+
+
+def connection_to_serve(
+    path: Path, file_given: bool, explicit: dict[str, Any]
+) -> tuple[ConnectionInfo, bool, dict[str, Any] | None]:
+    """What an embedded kernel serves: the given file at ``path`` if it exists, then
+    the ``explicit`` fields over it; a key is made if none was given. Also whether
+    the file existed, and what it held (``None`` if it did not exist), to tell
+    whether it must be written."""
+    existed = file_given and path.exists()
+    data: dict[str, Any] = {}
+    original: dict[str, Any] | None = None
+    if existed:
+        loaded = ConnectionInfo.load(path)
+        original = loaded.to_dict()
+        # What the file says, without the defaults of what it lacks (a key, say).
+        data.update({k: v for k, v in original.items() if k not in loaded.absent})
+    data.update(explicit)
+    info = ConnectionInfo.from_dict(data, source=str(path) if existed else "connection")
+    if "key" in info.absent:
+        info.key = new_id()
+    elif not info.key:
+        # A launched kernel accepts this only with --allow-unsigned; an embedded
+        # one runs in someone's service: no unsigned kernels at all.
+        given = "key=''" if "key" in explicit else f"connection file {path}"
+        raise ConnectionError_(
+            f"{given}: an empty key means unsigned messages, and anyone who can reach the ports"
+            " could run code in this process"
+        )
+    if "ip" in info.absent or not info.ip:
+        info.ip = "127.0.0.1" if info.transport == "tcp" else str(path.with_suffix("")) + "-ipc"
+    return info, existed, original
 
 
 @dataclass
