@@ -20,14 +20,13 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import zmq
 from traitlets import Bool, Float, Integer, default
 from traitlets.config import Config, LoggingConfigurable
 
-from .channels import ControlThread, FdCapture, IOPubPublisher, RequestDispatcher, StdinChannel
+from .channels import ControlThread, IOPubPublisher, RequestDispatcher, StdinChannel
 from .channels.forked import at_fork
-from .channels.routing import Inbox, ShellRouter
-from .debugging.session import DebugSession, MainThread, debugging_enabled
+from .channels.routing import ShellRouter
+from .debugging.session import DebugSession
 from .execution import (
     AkernelShell,
     ApplyHandlers,
@@ -48,13 +47,20 @@ from .execution import (
     set_running,
     uninstall_comms,
 )
-from .execution.crash_recovery import CrashRecovery
 from .execution.debugger import install_kernel_pdb
 from .execution.process_end import DeathBySignal
 from .execution.process_state import ProcessState
 from .execution.recognition import recognise_running_kernel
-from .execution.subshells import Subshell, SubshellManager
+from .execution.subshells import SubshellManager
 from .execution.user_input import Prompter, set_running_prompter
+from .kernel_features import open_crash_recovery, open_debug_session, open_subshells
+from .kernel_process import (
+    bind_for_frontends,
+    capture_fds,
+    restore_signal,
+    restore_switch_interval,
+    watch_parent,
+)
 from .transport import AsyncSocket, ConnectionInfo, Heartbeat, KernelSockets, Mailbox
 from .transport.handover import HandoverSocket
 from .transport.replay import PersistentSignatureHistory
@@ -263,7 +269,7 @@ class Kernel(LoggingConfigurable):
         iopub.on_failure = self._stop_after_failure
         router = OutputRouter(iopub)
         router.orphans_to_last_execute = self.orphan_output_to_last_cell
-        captures = self._capture_fds(router, iopub) if self.capture_fd_output else []
+        captures = capture_fds(router, iopub) if self.capture_fd_output else []
         undo.callback(lambda: [capture.close() for capture in captures])
         iopub.start()
         undo.callback(iopub.stop)
@@ -297,9 +303,43 @@ class Kernel(LoggingConfigurable):
         if self.engine is not None:
             undo.callback(self._apply.install_data_publisher())
 
-        recovery = self._crash_recovery(shell, undo)
-        debug_session = self._debug_session(shell, iopub, mailbox, interrupts)
-        subshells = self._subshells(iopub, mailbox)
+        recovery = open_crash_recovery(
+            shell,
+            self.connection_file
+            if self.journal and self.crash_journal and self.engine is None
+            else None,
+            self.backend,
+            for_good=lambda: self._final_shutdown,
+            undo=undo,
+        )
+        debug_session = open_debug_session(
+            shell,
+            iopub,
+            mailbox,
+            interrupts,
+            wanted=self.debugger and self.engine is None,
+            post_to_control=lambda call: self._control.mailbox.post(call),
+            debug_parent=lambda: self._control_handlers.last_debug_request,
+            undo=undo,
+        )
+        if debug_session is not None:
+            self._shell_handlers.offers_debugger = True
+        subshells = None
+        if self.engine is None:
+            subshells = open_subshells(
+                ShellRouter(
+                    self._shell_socket,
+                    self.session,
+                    iopub,
+                    post=lambda call: self._control.mailbox.post(call),
+                ),
+                mailbox,
+                self.backend,
+                lambda name, sub: self._new_shell(name, sub.inbox, sub.interrupts)[0],
+                shell,
+                interrupts,
+                undo,
+            )
         control_dispatcher = self._control_dispatcher(iopub, interrupts, debug_session, subshells)
         # Shell request types sent on control run in the shell, reply on control.
         control_dispatcher.forward_to(shell_dispatcher)
@@ -324,7 +364,7 @@ class Kernel(LoggingConfigurable):
         if self.gil_switch_interval > 0:
             previous_interval = sys.getswitchinterval()
             sys.setswitchinterval(self.gil_switch_interval)
-            undo.callback(_restore_switch_interval, previous_interval, sys.getswitchinterval())
+            undo.callback(restore_switch_interval, previous_interval, sys.getswitchinterval())
         streams = [OutStream(name, router, getattr(sys, name)) for name in ("stdout", "stderr")]
         for stream in streams:
             # Whoever still holds one after the end writes where it went before.
@@ -332,7 +372,7 @@ class Kernel(LoggingConfigurable):
             state.set(vars(sys), stream.name, stream)
         self._death_by_signal = DeathBySignal()
         if self.handle_sigterm and (previous := self._install_sigterm()) is not None:
-            undo.callback(_restore_signal, signal.SIGTERM, previous, self._sigterm_handler)
+            undo.callback(restore_signal, signal.SIGTERM, previous, self._sigterm_handler)
             # A forked child (a multiprocessing worker) ends on SIGTERM as usual.
             undo.callback(at_fork(in_child=lambda: signal.signal(signal.SIGTERM, previous)))
         # pdb.set_trace() and breakpoint(): a debugger an interrupt ends (debugger.py).
@@ -417,72 +457,13 @@ class Kernel(LoggingConfigurable):
         dispatcher.handlers.update(handlers.handlers())
         return dispatcher, handlers
 
-    def _subshells(self, iopub: IOPubPublisher, mailbox: Mailbox) -> SubshellManager | None:
-        """Kernel subshells (execution/subshells.py); engines have none."""
-        if self.engine is not None:
-            return None
-        router = ShellRouter(
-            self._shell_socket,
-            self.session,
-            iopub,
-            post=lambda call: self._control.mailbox.post(call),
-        )
-
-        def take_over() -> None:
-            router.take_over(Inbox(mailbox.post, router.send), wake_parent=mailbox.post)
-
-        def build(subshell: Subshell) -> RequestDispatcher:
-            name = f"subshell {subshell.id[:8]}"
-            return self._new_shell(name, subshell.inbox, subshell.interrupts)[0]
-
-        manager = SubshellManager(router, self.backend, build, take_over)
-        self._undo.callback(manager.stop_all)
-        shell = self._shell_parts[0]
-        shell.kernel.subshells = manager
-        self._undo.callback(setattr, shell.kernel, "subshells", None)
-        # An interrupt concerns every shell (docs/subshells.md).
-        self._interrupts.subshells = lambda: [
-            s.interrupts for s in list(manager.subshells.values())
-        ]
-        return manager
-
-    def _capture_fds(self, router: OutputRouter, iopub: IOPubPublisher) -> list[FdCapture]:
-        sys.__stdout__.flush()
-        sys.__stderr__.flush()
-        captures = [
-            FdCapture(fd, lambda text, name=name: router.publish_stream(name, text))
-            for fd, name in ((1, "stdout"), (2, "stderr"))
-        ]
-        for capture in captures:
-            iopub.add_reader(capture.read_fd, capture.drain)
-        router.captures = captures
-        # The kernel's own log goes where stderr went before, not to the frontend.
-        own_stderr = os.fdopen(os.dup(captures[1].saved_fd), "w", buffering=1)
-        for handler in log.handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(own_stderr)
-        return captures
-
     async def _watch_parent(self) -> None:
         """Stop when the process that started us (``JPY_PARENT_PID``) is gone."""
-        pid = self.parent_pid
-        direct = os.getppid() == pid
-        while True:
-            await anyio.sleep(self.parent_poll_interval)
-            if direct:
-                gone = os.getppid() != pid  # reparented: the parent died
-            else:
-                try:
-                    os.kill(pid, 0)
-                    gone = False
-                except ProcessLookupError:
-                    gone = True
-                except PermissionError:
-                    gone = False
-            if gone:
-                log.warning("parent process %d is gone: shutting down", pid)
-                self.request_stop(interrupt=True)
-                return
+        await watch_parent(
+            self.parent_pid,
+            self.parent_poll_interval,
+            on_gone=lambda: self.request_stop(interrupt=True),
+        )
 
     def listen_for_frontends(self, ip: str = "127.0.0.1") -> ConnectionInfo:
         """Bind the kernel's sockets to TCP ports on ``ip`` as well, so that
@@ -495,23 +476,9 @@ class Kernel(LoggingConfigurable):
         """
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("listen_for_frontends must be called from the main thread")
-        sockets = self.sockets
-        address = f"tcp://{ip}"
-        info = ConnectionInfo(
-            ip=ip,
-            key=self.info.key,
-            signature_scheme=self.info.signature_scheme,
-            kernel_name="akernel",
+        info, heartbeat = bind_for_frontends(
+            self.sockets, self.info, self._iopub, self._control, ip
         )
-        info.shell_port = sockets.shell.bind_to_random_port(address)
-        info.stdin_port = sockets.stdin.bind_to_random_port(address)
-        info.iopub_port = self._iopub.bind_to_random_port(address)
-        info.control_port = self._control.call(lambda: sockets.control.bind_to_random_port(address))
-        hb = sockets.context.socket(zmq.ROUTER)
-        hb.linger = 0
-        info.hb_port = hb.bind_to_random_port(address)
-        heartbeat = Heartbeat(sockets.context, hb)
-        heartbeat.start()
         self.add_teardown(heartbeat.stop)
         return info
 
@@ -557,53 +524,6 @@ class Kernel(LoggingConfigurable):
 
     # -- control channel ----------------------------------------------------------
 
-    def _crash_recovery(self, shell: AkernelShell, undo: ExitStack) -> CrashRecovery | None:
-        """The crash journal (execution/crash_recovery.py), for a kernel given a
-        connection file of its own; not for engines nor embedded kernels."""
-        if not (self.journal and self.crash_journal and self.connection_file):
-            return None
-        if self.engine is not None:
-            return None
-        try:
-            recovery = CrashRecovery(shell, self.connection_file, self.backend)
-        except OSError as error:
-            log.warning("no crash journal: %s", error)
-            return None
-        undo.callback(recovery.install(for_good=lambda: self._final_shutdown))
-        return recovery
-
-    def _debug_session(
-        self,
-        shell: AkernelShell,
-        iopub: IOPubPublisher,
-        mailbox: Mailbox,
-        interrupts: InterruptController,
-    ) -> DebugSession | None:
-        """JupyterLab's debugger (akernel/debugging), served on the control thread."""
-        # The cell files are written by the shell's compiler (debugging/cells.py).
-        files = getattr(shell.compile, "files", None)
-        if files is not None:
-            self._undo.callback(files.remove)
-        if files is None or not self.debugger or self.engine is not None:
-            return None
-        if not debugging_enabled():
-            return None
-        main = MainThread(
-            post=mailbox.post,
-            post_back=lambda call: self._control.mailbox.post(call),
-            is_executing=lambda: interrupts.executing,
-        )
-
-        def publish_event(event: dict[str, Any]) -> None:
-            parent = self._control_handlers.last_debug_request
-            iopub.publish("debug_event", event, parent, wait=False)
-
-        session = DebugSession(shell, files, main, publish_event)
-        # A host application's thread goes on untraced after an embedded kernel.
-        self._undo.callback(session.untrace_main_thread)
-        self._shell_handlers.offers_debugger = True
-        return session
-
     def _control_dispatcher(
         self,
         iopub: IOPubPublisher,
@@ -631,15 +551,3 @@ class Kernel(LoggingConfigurable):
         handlers.install(engine=self.engine is not None)
         self._control_handlers = handlers
         return dispatcher
-
-
-def _restore_switch_interval(previous: float, ours: float) -> None:
-    """Put the GIL switch interval back, unless someone changed the kernel's since."""
-    if sys.getswitchinterval() == ours:
-        sys.setswitchinterval(previous)
-
-
-def _restore_signal(signum: int, previous: Any, ours: Any) -> None:
-    """Give ``signum`` back to its previous handler, unless someone took it since."""
-    if signal.getsignal(signum) is ours:
-        signal.signal(signum, previous)
