@@ -33,6 +33,17 @@ def _apt_install(session: nox.Session, packages: dict[str, str]) -> None:
         session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=apt_env)
 
 
+def _qt_x_libraries() -> dict[str, str]:
+    """Debian's packages of the X libraries Qt's xcb platform plugin loads, keyed
+    for ``_apt_install`` by Xvfb's command: they come with it."""
+    libraries = (
+        "libegl1 libfontconfig1 libgl1 libglib2.0-0 libx11-xcb1 libxkbcommon-x11-0 libxcb-cursor0"
+        " libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0"
+        " libxcb-shape0 libxcb-xkb1"
+    )
+    return dict.fromkeys(libraries.split(), "Xvfb")
+
+
 def _install_kernelspecs(session: nox.Session) -> None:
     session.run("akernel", "install", "--sys-prefix", silent=True)
     session.run("akernel", "install", "--sys-prefix", "--backend", "trio", silent=True)
@@ -44,11 +55,16 @@ def tests(session: nox.Session) -> None:
     ipyparallel's own test suite with akernel engines (asyncio backend; see
     ``ipp_suite``). Arguments after ``--`` go to pytest, and then only our own
     suite runs."""
-    # tests/test_mpi_cluster.py starts engines with Open MPI's mpiexec.
-    _apt_install(session, {"openmpi-bin": "mpiexec"})
+    # tests/test_mpi_cluster.py starts engines with Open MPI's mpiexec; tests/test_gui.py
+    # a virtual X server, with the X libraries Qt's xcb platform plugin loads (no command
+    # of their own: installed along with Xvfb).
+    _apt_install(session, {"openmpi-bin": "mpiexec", "xvfb": "Xvfb", **_qt_x_libraries()})
     session.install("-e", ".[test]")
     _install_kernelspecs(session)
-    session.run("pytest", "-n", WORKERS, "--dist", "loadfile", *session.posargs)
+    # Files in the order tests/conftest.py gives them (slow ones first), as queued.
+    session.run(
+        "pytest", "-n", WORKERS, "--dist", "loadfile", "--no-loadscope-reorder", *session.posargs
+    )
     if not session.posargs:
         _run_ipp_suite(session, [])
 
@@ -119,7 +135,9 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark akernel against ipykernel, side by side, in one run: the kernel,
     then ipyparallel clusters of akernel and ipykernel engines."""
-    session.install(".[bench,parallel]", "trio", "numpy")
+    # The GUI measures (benchmarks/bench_gui.py) need Qt and a display (an Xvfb).
+    _apt_install(session, {"xvfb": "Xvfb", **_qt_x_libraries()})
+    session.install(".[bench,parallel]", "trio", "numpy", "PySide6-Essentials")
     session.run("python", "benchmarks/bench_kernel.py", *session.posargs)
     quick = ["--quick"] if "--quick" in session.posargs else []
     session.run("python", "benchmarks/bench_parallel.py", *quick)

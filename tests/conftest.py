@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -168,3 +169,37 @@ def short_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# Test files by measured duration, slowest first (a 2-core machine): xdist's
+# ``loadfile`` queue otherwise takes files with few tests last, and a slow one
+# there keeps one worker busy while the other idles.
+SLOW_FIRST = [
+    "tests/test_engine_shutdown.py",
+    "tests/test_engine.py",
+    "tests/test_history_sharing.py",
+    "tests/test_process_life.py",
+    "tests/test_fuzz.py",
+    "tests/test_embed_containment.py",
+    "tests/test_crash_recovery.py",
+    "tests/test_console.py",
+    "tests/test_notebooks.py",
+    "tests/test_iopub_flow.py",
+    "tests/test_docs_examples.py",
+    "tests/test_lifecycle.py",
+    "tests/test_curve.py",
+    "tests/test_debugger.py",
+    "tests/test_mpi_cluster.py",
+]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow files first, the rest by test count (the order inside a file is kept)."""
+
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    counts = Counter(file_of(item) for item in items)
+    rank = {name: n for n, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda i: (rank.get(file_of(i), len(rank)), -counts[file_of(i)], file_of(i)))

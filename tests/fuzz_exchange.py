@@ -20,6 +20,9 @@ from .utils import is_idle_of
 BATCH = 40
 BATCH_TIMEOUT = 60  # seconds for a whole batch to be answered
 QUIET_TIMEOUT = 10  # seconds without a message from the kernel: it is stuck
+# Seconds to go on reading once a batch is idle and answered: a second reply to
+# the same request would show up meanwhile.
+SETTLE = 0.1
 STATUSES = {"ok", "error", "aborted"}
 # is_complete_reply's status says whether the code is complete instead.
 IS_COMPLETE_STATUSES = {"complete", "incomplete", "invalid", "unknown", "error"}
@@ -57,7 +60,9 @@ class FuzzedKernel:
         if not heartbeat_answers(self.kc):
             return ["the heartbeat does not answer"]
         execute = plain_case(self.kc, "shell", "execute_request", {"code": "1+1"})
-        replies, iopub, _ = send_and_collect(self.kc, [execute], self.km.is_alive)
+        # Only whether the kernel serves: a fuzzed batch's own reading (SETTLE)
+        # looks for second replies, the health check need not wait for them.
+        replies, iopub, _ = send_and_collect(self.kc, [execute], self.km.is_alive, settle=0)
         got = replies[execute.msg_id] + iopub[execute.msg_id]
         if check_case(execute, replies[execute.msg_id], iopub[execute.msg_id]):
             return [f"execute '1+1' was not answered: {describe(got)}"]
@@ -65,7 +70,7 @@ class FuzzedKernel:
         if got[0]["content"]["status"] != "ok" or results != [{"text/plain": "2"}]:
             return [f"execute '1+1' failed: {describe(got)}"]
         info = plain_case(self.kc, "control", "kernel_info_request", {})
-        replies, iopub, _ = send_and_collect(self.kc, [info], self.km.is_alive)
+        replies, iopub, _ = send_and_collect(self.kc, [info], self.km.is_alive, settle=0)
         if check_case(info, replies[info.msg_id], iopub[info.msg_id]):
             return ["control's kernel_info_request was not answered"]
         return []
@@ -123,11 +128,14 @@ class KernelReader:
 
 
 def send_and_collect(
-    kc: BlockingKernelClient, batch: list[Case], alive: Callable[[], bool]
+    kc: BlockingKernelClient,
+    batch: list[Case],
+    alive: Callable[[], bool],
+    settle: float = SETTLE,
 ) -> tuple[dict, dict, list[str]]:
     """Send the batch at once, then read replies and IOPub messages by parent
-    msg_id until every accepted request is idle and answered, or nothing
-    more comes, or the kernel is gone."""
+    msg_id until every accepted request is idle and answered (and ``settle``
+    seconds more), or nothing more comes, or the kernel is gone."""
     sock = channel_of(kc, batch[0].channel).socket
     for case in batch:
         sock.send_multipart(case.frames)
@@ -154,7 +162,7 @@ def send_and_collect(
             # let a second reply to the same request show up.
             if not settled:
                 settled, settled_at = True, time.monotonic()
-            if time.monotonic() - settled_at > (0.1 if answered else 2):
+            if time.monotonic() - settled_at >= (settle if answered else 2):
                 break
         poller.poll(50)
     return replies, iopub, reader.unreadable

@@ -1,14 +1,19 @@
 """JupyterLab's visual debugger, driven over the wire as JupyterLab drives it.
 
-Each test starts a kernel of its own (debugging traces the kernel's main
-thread and leaves state behind), on asyncio and trio, and speaks DAP through
-``debug_request`` on the control channel (tests/debug_client.py).
+The tests share a kernel per backend, asyncio and trio, as a user's kernel
+sees one debug session after another, and speak DAP through ``debug_request``
+on the control channel (tests/debug_client.py). Each test ends its session
+(``disconnect``) and leaves no cell running: the ``debug`` fixture checks it,
+and restarts the kernel if it cannot, so one failure does not spread. Tests
+that restart or interrupt a kernel, or need one started with other options,
+start their own.
 """
 
 from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,17 +37,42 @@ CELL = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def debug(fresh_kernel) -> DebugClient:
-    _, kc = fresh_kernel
-    return DebugClient(kc)
-
-
 def _reply(kc: BlockingKernelClient, msg_id: str, timeout: float = 30) -> dict:
     while True:
         msg = kc.get_shell_msg(timeout=timeout)
         if msg["parent_header"].get("msg_id") == msg_id:
             return msg["content"]
+
+
+def end_debugging(debug: DebugClient) -> None:
+    """End the debug session, if any, wait for the shell to be free (a cell stopped
+    at a breakpoint goes on when the session ends), and check that nothing of the
+    session is left."""
+    if debug.ok("debugInfo")["isStarted"]:
+        debug.ok("disconnect", restart=False, terminateDebuggee=True)
+    # A request queued behind a cell that failed is aborted: ask again.
+    for _ in range(3):
+        status = _reply(debug.kc, debug.kc.execute("pass"))["status"]
+        if status != "aborted":
+            break
+    assert status == "ok"
+    info = debug.ok("debugInfo")
+    assert info["isStarted"] is False
+    assert info["breakpoints"] == [] and info["stoppedThreads"] == []
+
+
+@pytest.fixture
+def debug(kernel, kc: BlockingKernelClient) -> Iterator[DebugClient]:
+    """A frontend's debugger on the module's kernel; the session is ended after the test."""
+    km, _ = kernel
+    yield DebugClient(kc)
+    try:
+        end_debugging(DebugClient(kc))
+    except BaseException:
+        # Left stopped or still debugging: the next test gets a new kernel.
+        km.restart_kernel(now=True)
+        kc.wait_for_ready(timeout=30)
+        raise
 
 
 def _paths(frames: list[dict]) -> list[str]:
@@ -191,6 +221,9 @@ def test_breakpoint_in_an_imported_module(debug: DebugClient, tmp_path: Path) ->
     assert source["content"] == module.read_text()
     debug.ok("continue", threadId=thread)
     assert "42" in _stream(debug.wait_idle(msg_id))
+    # The kernel is shared: it forgets the module and its directory.
+    forget = f"sys.path.remove({str(tmp_path)!r}); del sys.modules['dbg_helper_module']"
+    assert debug.kc.execute_interactive(forget, timeout=10)["content"]["status"] == "ok"
 
 
 def test_exception_breakpoint(debug: DebugClient) -> None:
@@ -346,9 +379,9 @@ def test_disconnect_while_stopped_then_debug_again(debug: DebugClient) -> None:
     assert "done 5" in _stream(debug.wait_idle(msg_id))
 
 
-def test_restart_while_stopped(fresh_kernel, debug: DebugClient) -> None:
+def test_restart_while_stopped(fresh_kernel) -> None:
     km, kc = fresh_kernel
-    _stop_at_breakpoint(debug, CELL, [2])
+    _stop_at_breakpoint(DebugClient(kc), CELL, [2])
     km.restart_kernel(now=False)
     kc.wait_for_ready(timeout=30)
     result = kc.execute_interactive("print('restarted')", timeout=15)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 import zmq
+from jupyter_client.blocking import BlockingKernelClient
 
 from .conftest import start_kernel, stop_kernel
 from .rawclient import replies_until, request
@@ -154,8 +155,27 @@ def patient_kernel(backend):
     """A kernel that waits 40 s for a client that stopped reading before it
     leaves it behind: long enough to see who else waits meanwhile, even when
     the test's own client, on a loaded machine, takes many seconds to read its
-    backlog before it can notice the wait."""
+    backlog before it can notice the wait. (The test does not wait the 40 s
+    out: leaving a client behind is test_stalled_subscriber_holds_nobody_up's.)"""
     yield from kernel_with_stall_timeout(backend, 40)
+
+
+def read_both_until_idle(
+    kc: BlockingKernelClient, other: zmq.Socket, msg_id: str, timeout: float
+) -> list[dict]:
+    """Read IOPub on ``kc`` and on ``other`` (whose messages are dropped) as fast as
+    they come, up to the idle of ``msg_id``; return what ``kc`` received."""
+    received: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not (received and is_idle_of(received[-1], msg_id)):
+        assert time.monotonic() < deadline, f"{msg_id} not idle in {timeout} s"
+        while other.poll(0):
+            other.recv_multipart()
+        try:
+            received.append(kc.get_iopub_msg(timeout=0.01))
+        except queue.Empty:
+            continue
+    return received
 
 
 def test_control_answers_while_iopub_waits(patient_kernel):
@@ -178,8 +198,9 @@ def test_control_answers_while_iopub_waits(patient_kernel):
         # Control answers now, not when the 40 s are over.
         control_id = request(kc, "control", "kernel_info_request")
         assert replies_until(kc, "control", control_id, timeout=10)[-1]["content"]["status"] == "ok"
-        # Then the client is left behind and the cell completes, everything in order.
-        outputs = iopub_until_idle(kc, msg_id, timeout=90)
+        # Then the stalled client reads again, so the kernel need not wait the 40 s
+        # out, and the cell completes, everything in order.
+        outputs = read_both_until_idle(kc, stalled, msg_id, timeout=90)
         shown = waiting + sum(
             m["msg_type"] == "display_data" and m["parent_header"].get("msg_id") == msg_id
             for m in outputs

@@ -3,19 +3,31 @@
 Subshells are created, listed and deleted on the control channel; a shell
 request with ``subshell_id`` in its header runs in that subshell, concurrently
 with the parent shell, which may be blocked in synchronous code meanwhile.
+
+Most tests share a kernel per backend (the ``shells`` fixture leaves it with no
+subshell and its parent shell idle); those that shut it down, interrupt it or
+need one that never had a subshell start their own.
 """
 
 from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
+from .conftest import start_kernel, stop_kernel
 from .utils import TIMEOUT, wait_gone
+
+SUBSHELL_THREADS = (
+    "import threading\n"
+    "print(sum(t.name.startswith('akernel-subshell') for t in threading.enumerate()))"
+)
 
 
 class Shells:
@@ -102,10 +114,59 @@ class Shells:
             if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
         )
 
+    def delete_all(self) -> None:
+        """Delete every subshell, and wait until their threads have ended and the
+        parent shell has answered a cell: the kernel is as a test expects to find it."""
+        for subshell in self.control("list_subshell_request")["subshell_id"]:
+            self.control("delete_subshell_request", subshell_id=subshell)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            probe = self.execute(SUBSHELL_THREADS)
+            if self.reply(probe)["content"]["status"] == "ok" and self.stdout(probe) == "0\n":
+                return
+            assert time.monotonic() < deadline, "subshell threads outlived their deletion"
+            time.sleep(0.1)
+
+
+class Gate:
+    """A file the test creates to let a parent-shell cell that waits for it end:
+    the cell is busy for as long as the test needs, and no longer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def wait_code(self, how: str) -> str:
+        """A cell that waits for the gate (a minute at most), blocking the main
+        thread (``how="sleep"``) or awaiting in the kernel's loop (``"await"``)."""
+        pause = {"sleep": "time.sleep(0.02)", "await": "await anyio.sleep(0.02)"}[how]
+        return (
+            "import os, time, anyio\n"
+            "deadline = time.monotonic() + 60\n"
+            f"while not os.path.exists({str(self.path)!r}) and time.monotonic() < deadline:\n"
+            f"    {pause}\n"
+        )
+
+    def open(self) -> None:
+        self.path.touch()
+
 
 @pytest.fixture
-def shells(fresh_kernel) -> Shells:
-    return Shells(fresh_kernel[1])
+def shells(kc: BlockingKernelClient) -> Iterator[Shells]:
+    """The module's kernel (per backend); after the test, no subshell is left."""
+    shells = Shells(kc)
+    yield shells
+    Shells(kc).delete_all()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    """A gate that is opened after the test whatever happened, so that the
+    shared kernel's parent shell is not left waiting."""
+    gate = Gate(tmp_path / "gate")
+    try:
+        yield gate
+    finally:
+        gate.open()
 
 
 def test_create_list_delete(shells: Shells) -> None:
@@ -121,20 +182,19 @@ def test_create_list_delete(shells: Shells) -> None:
     assert shells.control("delete_subshell_request")["status"] == "error"
 
 
-@pytest.mark.parametrize(
-    "blocking",
-    ["import time; time.sleep(5)", "import anyio; await anyio.sleep(5)"],
-    ids=["sleep", "await"],
-)
-def test_subshell_answers_while_the_parent_is_busy(shells: Shells, blocking: str) -> None:
+@pytest.mark.parametrize("how", ["sleep", "await"])
+def test_subshell_answers_while_the_parent_is_busy(shells: Shells, gate: Gate, how: str) -> None:
     subshell = shells.create()
-    parent = shells.execute(f"{blocking}; print('parent done')")
+    parent = shells.execute(f"{gate.wait_code(how)}print('parent done')")
     # The parent's cell has started.
     shells.wait_started(parent)
     child = shells.execute("shared = 6 * 7\nprint('from the subshell', shared)", subshell)
-    reply = shells.reply(child, timeout=4)
+    # The parent's cell cannot end before the gate opens: a subshell that
+    # waited for it would get no reply here.
+    reply = shells.reply(child)
     assert reply["content"]["status"] == "ok"
     assert parent not in shells.replies, "the subshell waited for the parent shell"
+    gate.open()
     # Each cell's output goes to its own request, whichever shell runs it.
     assert shells.stdout(child) == "from the subshell 42\n"
     assert shells.reply(parent)["content"]["status"] == "ok"
@@ -158,8 +218,10 @@ def test_requests_in_order_within_a_subshell(shells: Shells) -> None:
     assert shells.reply(kinds)["content"]["status"] == "ok"
 
 
-def test_unknown_subshell_gets_an_error_reply(shells: Shells) -> None:
-    # Before any subshell exists, and after one was created and deleted.
+def test_unknown_subshell_gets_an_error_reply(fresh_kernel) -> None:
+    shells = Shells(fresh_kernel[1])
+    # Before any subshell was ever created (a kernel of its own), and after one
+    # was created and deleted.
     for _ in range(2):
         msg_id = shells.execute("print('never')", "no-such-subshell")
         reply = shells.reply(msg_id)["content"]
@@ -222,7 +284,9 @@ def test_subshells_leave_nothing_behind(shells: Shells) -> None:
         "print(len(os.listdir('/proc/self/fd')),"
         " sum(t.name.startswith('akernel-subshell') for t in threading.enumerate()))"
     )
-    shells.create()  # the router owns the socket from now on; count from here
+    # The router owns the socket from the first subshell on; count from here
+    # (the shared kernel may have had subshells before).
+    shells.create()
     first = shells.execute(probe)
     fds, threads = map(int, shells.stdout(first).split())
     assert threads == 1
@@ -243,8 +307,6 @@ def test_subshells_leave_nothing_behind(shells: Shells) -> None:
 
 @pytest.mark.parametrize("mode", ["signal", "message"])
 def test_interrupt_reaches_every_shell(backend: str, mode: str) -> None:
-    from .conftest import start_kernel, stop_kernel
-
     km, kc = start_kernel(backend, interrupt_mode=mode)
     try:
         shells = Shells(kc)
@@ -286,13 +348,13 @@ slider.comm.comm_id
 """
 
 
-def test_widget_callback_runs_while_the_parent_blocks(shells: Shells) -> None:
+def test_widget_callback_runs_while_the_parent_blocks(shells: Shells, gate: Gate) -> None:
     opened = shells.execute(WIDGET)
     assert shells.reply(opened)["content"]["status"] == "ok"
     results = [m for m in shells.wait_idle(opened) if m["msg_type"] == "execute_result"]
     comm_id = results[0]["content"]["data"]["text/plain"].strip("'")
     subshell = shells.create()  # as JupyterLab does, one for the widget comm target
-    parent = shells.execute("import time; time.sleep(5); print('parent done')")
+    parent = shells.execute(f"{gate.wait_code('sleep')}print('parent done')")
     shells.wait_started(parent)
     # The frontend moves the slider: a comm message on the subshell.
     update = shells.send(
@@ -301,8 +363,11 @@ def test_widget_callback_runs_while_the_parent_blocks(shells: Shells) -> None:
         comm_id=comm_id,
         data={"method": "update", "state": {"value": 7}, "buffer_paths": []},
     )
-    answered = shells.wait_idle(update, timeout=4)
+    # The parent's cell cannot end before the gate opens: a callback that
+    # waited for it would never be idle here.
+    answered = shells.wait_idle(update)
     assert parent not in shells.replies, "the callback waited for the parent's cell"
+    gate.open()
     assert "observer saw 7\n" in [m["content"].get("text") for m in answered]
     # ipywidgets echoes the new state back to the frontends, parented to the update.
     echoes = [m for m in answered if m["msg_type"] == "comm_msg"]
