@@ -23,6 +23,7 @@ import anyio.abc
 from traitlets import Bool, Float, Integer, default
 from traitlets.config import Config, LoggingConfigurable
 
+from . import gui as gui_loops
 from .channels import ControlThread, IOPubPublisher, RequestDispatcher, StdinChannel
 from .channels.forked import at_fork
 from .channels.routing import ShellRouter
@@ -293,6 +294,9 @@ class Kernel(LoggingConfigurable):
         )
         record_shell_changes()
         undo.callback(release_shell, shell)
+        # A GUI loop a cell enabled (akernel/gui) gives the event loop its own wait
+        # back: an embedded kernel's host loop goes on without it.
+        undo.callback(gui_loops.disable)
         comm_manager = install_comms(router)
         undo.callback(uninstall_comms)
         # Libraries written for ipykernel recognise a Jupyter kernel (recognition.py).

@@ -4,7 +4,7 @@ Run it with ``nox -s bench`` or directly::
 
     python benchmarks/bench_kernel.py [--quick] [--kernels akernel,akernel-trio,ipykernel]
                                       [--json PATH] [--big-output [--big-output-mib MIB]]
-                                      [--only core|debugger|subshells|journal]
+                                      [--only core|debugger|subshells|journal|gui]
 
 Each kernel is started as its own process, with the command its kernelspec
 uses (``python -m akernel launch -f FILE [--backend trio]``, ``python -m
@@ -83,8 +83,14 @@ Measures (medians, after a warm-up):
     it off must write none. ipykernel keeps no journal: the "off" rows show
     its plain round trip, on fresh kernels measured the same way, for scale.
 
-``--only debugger``, ``--only subshells`` and ``--only journal`` run only those
-measures, ``--only core`` all the others.
+15. GUI event loops (``benchmarks/bench_gui.py``), on a fresh kernel, with a
+    display (``$DISPLAY``, or an Xvfb started for it): ``pass`` round trips
+    with no GUI and with ``%gui qt`` and a Qt window open, in interleaved
+    rounds; interrupts with Qt on of ``while True: pass`` and of an ``await
+    anyio.sleep`` cell (also with no GUI), by interrupt_request and by SIGINT.
+
+``--only debugger``, ``--only subshells``, ``--only journal`` and ``--only gui``
+run only those measures, ``--only core`` all the others.
 
 Besides timing, the harness checks what it receives: every reply and idle
 status must arrive, replies in order, printed lines and bytes complete and in
@@ -133,6 +139,9 @@ from bench_debugger import (  # benchmarks/, the script's directory
     start_debugger,
     stop_debugger,
 )
+from bench_gui import NO_RATIO as GUI_NO_RATIO
+from bench_gui import ROWS as GUI_ROWS
+from bench_gui import GuiError, GuiRun, display
 from bench_journal import JOURNAL_OFF_FLAG, JournalError, JournalRun, cells_per_kernel
 from bench_journal import STATES as JOURNAL_STATES
 from bench_subshells import (
@@ -184,7 +193,7 @@ KERNELS: dict[str, KernelKind] = {
 REFERENCE = "ipykernel"
 # The parts of the benchmark: the debugger's measures, the subshells', the crash
 # journal's, and all the others.
-SECTIONS = ("core", "debugger", "subshells", "journal")
+SECTIONS = ("core", "debugger", "subshells", "journal", "gui")
 
 
 @dataclass(frozen=True)
@@ -1440,6 +1449,8 @@ def bench_kernel(kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config)
         bench_subshells(kind, workdir, ctx, cfg, res)
     if "journal" in cfg.sections:
         bench_crash_journal(kind, workdir, ctx, cfg, res)
+    if "gui" in cfg.sections:
+        bench_gui(kind, workdir, ctx, cfg, res)
     if res.aborts:
         total = sum(res.aborts.values())
         where = ", ".join(f"{n} during {key}" for key, n in res.aborts.items())
@@ -1942,6 +1953,42 @@ def bench_crash_journal(
         res.values["jnl_size_kb"] = max(j.size for j in figures.journals) / 1024
 
 
+# The errors (or n/a) entry that explains the GUI rows' missing figures.
+GUI_ERROR = "gui"
+
+
+def bench_gui(
+    kind: KernelKind, workdir: Path, ctx: zmq.Context, cfg: Config, res: KernelResult
+) -> None:
+    """GUI event loops' costs (``bench_gui.py``), on a fresh kernel; failures are recorded."""
+    tag = f"[{kind.name}]"
+    # A hung round trip fails after 15 s, not the harness's minute.
+    gui_cfg = replace(cfg, timeout=min(cfg.timeout, 15.0))
+    run = GuiRun(
+        lambda: start_kernel(kind, workdir, ctx, cfg),
+        lambda kp, count, warmup: measure_roundtrip(kp.client, gui_cfg, "pass", count, warmup)[0],
+        n=cfg.roundtrip_n,
+        warmup=cfg.roundtrip_warmup,
+        interrupt_reps=cfg.interrupt_reps,
+        timeout=gui_cfg.timeout,
+        progress=lambda text: _progress(f"{tag} {text}"),
+    )
+    # ipykernel's Qt loop can stop answering (see bench_gui.py): only the
+    # reference may lack a GUI feature.
+    failures = res.unsupported if kind.name == REFERENCE else res.errors
+    try:
+        with display(run.progress):
+            run.measure()
+    except (BenchError, GuiError) as e:
+        message = f"{e} ({run.step})"
+        failures[GUI_ERROR] = message
+        _progress(f"{tag} gui FAILED: {message}")
+    res.samples.update(run.figures.samples)
+    res.values.update(run.figures.values)
+    res.notes += run.figures.notes
+    failures.update(run.figures.missing)
+
+
 def _median(samples: list[float]) -> float:
     return statistics.median(samples)
 
@@ -2037,6 +2084,16 @@ def journal_rows(cfg: Config) -> list[Row]:
     ]
 
 
+def gui_rows() -> list[Row]:
+    """The GUI section's rows (bench_gui.py): round trips with and without Qt; interrupts."""
+    return [
+        Row(
+            key, title, unit, fmt, goal, key not in GUI_NO_RATIO, section="gui", error_key=GUI_ERROR
+        )
+        for key, title, unit, fmt, goal in GUI_ROWS
+    ]
+
+
 def rows(cfg: Config) -> tuple[Row, ...]:
     """The table's rows, in order (some titles depend on the configuration)."""
     print_title = "print 200k lines, to idle"
@@ -2102,6 +2159,7 @@ def rows(cfg: Config) -> tuple[Row, ...]:
         *debugger_rows(),
         *subshell_rows(),
         *journal_rows(cfg),
+        *gui_rows(),
     )
     return tuple(row for row in every if row.section in cfg.sections)
 
@@ -2202,6 +2260,12 @@ def render_table(results: list[KernelResult], cfg: Config) -> str:
             f"({JOURNAL_OFF_FLAG}), both running; {cfg.journal_n} round trips per state in "
             f"{cfg.journal_rounds} interleaved rounds per pair, ABBA order; ipykernel keeps no "
             "journal (its plain round trip is in the 'off' rows)"
+        )
+    if "gui" in cfg.sections:
+        out.append(
+            f"gui: on a fresh kernel with a display, {cfg.roundtrip_n} round trips per state in "
+            "10 interleaved rounds (ABBA), Qt switched with %gui qt (a QLabel shown) and %gui; "
+            "interrupts 0.2 s into the cell"
         )
     for r in results:
         for key, message in r.errors.items():
@@ -2311,7 +2375,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=SECTIONS,
         default=None,
         help="run only this part: the debugger's measures, the subshells', the crash journal's, "
-        "or all the others (default: all)",
+        "the GUI event loops', or all the others (default: all)",
     )
     parser.add_argument(
         "--print-lines", type=int, default=None, help="lines for the print measure (200000)"

@@ -58,6 +58,10 @@ os.environ["JUPYTER_PATH"] = os.pathsep.join(
 os.environ["IPYTHONDIR"] = str(_tmp / "ipython")
 os.environ["JUPYTER_RUNTIME_DIR"] = str(_tmp / "runtime")
 os.environ.pop("MPLBACKEND", None)
+# No test kernel opens windows on the developer's screen: tests/test_gui.py gives its
+# kernels a virtual display of their own.
+for _name in ("DISPLAY", "WAYLAND_DISPLAY"):
+    os.environ.pop(_name, None)
 
 
 def kernel_name(backend: str, interrupt_mode: str = "signal") -> str:

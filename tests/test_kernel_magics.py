@@ -1,7 +1,8 @@
 """ipykernel's kernel magics and payloads, on both backends: ``%connect_info``,
 ``%clear``, ``%less``/``%more``, ``%man``, ``%edit``, ``%autosave``,
 ``%qtconsole``; one ``set_next_input`` payload per cell; ``exit(keep_kernel=True)``;
-matplotlib's loop-less interactive backends and a clear ``%gui`` refusal.
+matplotlib's loop-less interactive backends and clear ``%gui`` refusals
+(GUI loops themselves: tests/test_gui.py).
 """
 
 from __future__ import annotations
@@ -256,14 +257,27 @@ def test_matplotlib_use_nbagg(fresh_kernel) -> None:
     assert "error" not in [m["msg_type"] for m in outputs]
 
 
-@pytest.mark.parametrize("gui", ["qt", "tk", "gtk3", "osx", "wx"])
-def test_gui_loops_are_refused_in_the_cell(restore_inline, gui: str) -> None:
+@pytest.mark.parametrize(
+    ("gui", "toolkit"), [("gtk3", "GTK 3"), ("osx", "macOS (Cocoa)"), ("wx", "wxPython")]
+)
+def test_unsupported_gui_loops_are_refused_in_the_cell(
+    restore_inline, gui: str, toolkit: str
+) -> None:
     kc = restore_inline
     message = usage_error(kc, f"%gui {gui}")
-    assert f"({gui!r}) is not available" in message
-    for working in ("inline", "widget", "notebook (nbagg)", "webagg"):
+    assert f"{toolkit} event loop integration is not supported" in message
+    for working in ("%gui qt", "%gui tk", "inline", "widget", "notebook", "webagg"):
         assert working in message
     # %gui alone (no loop) is fine.
+    run_ok(kc, "%gui")
+
+
+@pytest.mark.parametrize("gui", ["qt", "tk"])
+def test_gui_loops_need_a_display(restore_inline, gui: str) -> None:
+    """The test kernels have no display (conftest.py): Qt and Tk are refused
+    in the cell, before Qt could end the process (tests/test_gui.py has one)."""
+    kc = restore_inline
+    assert f"%gui {gui} needs a display" in usage_error(kc, f"%gui {gui}")
     run_ok(kc, "%gui")
 
 
@@ -274,6 +288,6 @@ def test_refused_matplotlib_gui_does_not_stick(restore_inline) -> None:
     ``%matplotlib notebook`` must not be turned back into 'qt'."""
     kc = restore_inline
     run_ok(kc, "get_ipython().pylab_gui_select = 'qt'")
-    assert "('qt') is not available" in usage_error(kc, "%gui qt")
+    assert "needs a display" in usage_error(kc, "%gui qt")
     run_ok(kc, "%matplotlib notebook")
     assert resolved_backend(kc) == "nbagg"

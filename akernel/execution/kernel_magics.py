@@ -30,25 +30,12 @@ from ..channels import current_request
 
 # GUI names that need no event loop in the kernel: the figure lives in the
 # frontend (inline images, widgets, nbagg's comm) or in a browser (webagg).
+# Event loops themselves (qt, tk) are akernel/gui's.
 LOOPLESS_GUIS = frozenset({None, "inline", "nbagg", "notebook", "webagg", "ipympl", "widget"})
 
 # ANSI "cursor home, erase screen, erase scrollback": what ``clear`` prints
 # for an xterm, written directly so that no terminal database is needed.
 CLEAR_SCREEN = "\x1b[H\x1b[2J\x1b[3J"
-
-
-def unsupported_gui_message(gui: str) -> str:
-    """What to say when ``gui`` (an event loop) is asked for."""
-    working = ["inline", "notebook (nbagg)", "webagg"]
-    if find_spec("ipympl") is not None:
-        working.insert(1, "widget (ipympl)")
-    else:
-        working.insert(1, "widget (after pip install ipympl)")
-    return (
-        f"GUI event loop integration ({gui!r}) is not available in akernel yet:"
-        f" no {gui} window can be shown. Matplotlib works here with"
-        f" %matplotlib {' | '.join(working)}."
-    )
 
 
 def connection_details(shell: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -208,7 +195,8 @@ class KernelMagics(Magics):
 
     @line_magic
     def gui(self, parameter_s: str = "") -> None:
-        """Enable a GUI event loop: ``%gui`` alone, or a loop-less name, only.
+        """Enable a GUI event loop (``%gui qt``, ``%gui tk``: docs/gui.md), or
+        switch it off (``%gui`` alone, or a loop-less name).
 
         IPython's own ``%gui`` logs failures to the kernel's log, where the
         user never sees them; here they are the cell's error.

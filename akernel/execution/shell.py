@@ -23,12 +23,13 @@ from IPython.core.profiledir import ProfileDir
 from traitlets import Any as AnyTrait
 from traitlets import Instance, Type, default
 
+from .. import gui as gui_loops
 from ..debugging.cells import CellCompiler
 from .history_db import KernelHistoryManager
 from .interrupt import InterruptController, strip_handler_frames
 from .io import KernelDisplayHook, KernelDisplayPublisher, OutputRouter
 from .kernel_api import KernelHandle, ThreadParents, message_dict
-from .kernel_magics import LOOPLESS_GUIS, KernelMagics, unsupported_gui_message
+from .kernel_magics import LOOPLESS_GUIS, KernelMagics
 
 
 class KernelStopped(Exception):
@@ -198,16 +199,23 @@ class ZMQInteractiveShell(ThreadParents, InteractiveShell):
         )
 
     def enable_gui(self, gui: str | None = None) -> None:
-        """Accept the GUI names that need no event loop (inline, nbagg,
-        webagg, widgets); refuse the others with a message saying what works."""
+        """Run a GUI toolkit's event loop (qt, tk) while the kernel's loop waits
+        (akernel/gui, docs/gui.md); the names that need no loop (inline, nbagg,
+        webagg, widgets) switch it off. Others are refused with a message
+        saying what works; the loop enabled before, if any, stays on."""
         if gui in LOOPLESS_GUIS:
+            gui_loops.disable()
             self.active_eventloop = gui
             return
-        # enable_matplotlib recorded the choice before asking us: forget it, or
-        # a later ``%matplotlib notebook`` would be turned back into this one.
-        if self.pylab_gui_select == gui:
-            self.pylab_gui_select = None
-        raise UsageError(unsupported_gui_message(str(gui)))
+        try:
+            gui_loops.enable(gui)
+        except gui_loops.GuiUnavailable as error:
+            # enable_matplotlib recorded the choice before asking us: forget it, or
+            # a later ``%matplotlib notebook`` would be turned back into this one.
+            if self.pylab_gui_select == gui:
+                self.pylab_gui_select = None
+            raise UsageError(str(error)) from None
+        self.active_eventloop = gui
 
     # -- async cells and interrupts ----------------------------------------
 
