@@ -208,6 +208,32 @@ with mp.get_context("fork").Pool(2) as pool:
     ]
 
 
+def test_sigterm_reaching_a_child_before_its_fork_callbacks_ends_it(kc) -> None:
+    """``Pool.terminate`` sends SIGTERM to workers that may not have run an
+    instruction yet (a loaded machine): one that came before the kernel's
+    at-fork callbacks gave the child its own SIGTERM handler back was
+    swallowed, and the pool waited forever for that worker. A callback run
+    first in the child sends it right there."""
+    code = """
+import signal
+from akernel.channels import forked
+def sigterm_as_forked():
+    os.kill(os.getpid(), signal.SIGTERM)
+forked._in_child.insert(0, sigterm_as_forked)
+try:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1)
+        os._exit(0)
+finally:
+    forked._in_child.remove(sigterm_as_forked)
+print(wait_child(pid))
+"""
+    reply, outputs = execute(kc, code)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert stream_text(outputs) == "-15\n", "the child outlived its SIGTERM"
+
+
 def test_late_child_output_goes_to_the_forking_cell(kc) -> None:
     """A child still printing after its cell ended: its output keeps its
     parent, not the cell running at the time."""

@@ -250,6 +250,37 @@ def test_flusher_that_cannot_go_on_stops_the_kernel(logged_kernel):
     assert "IOPub flusher cannot go on: stopping the kernel" in text
 
 
+# SIGINT lands in IPython's run_code after AkernelShell.run_code looked for an
+# interrupt kept while the cell was prepared, before the code starts: the window
+# the flusher's stop above can hit under load (its interrupt comes while the
+# cell goes from ``os.write`` to ``time.sleep``). A profile function puts the
+# signal right there.
+SIGNAL_BEFORE_CODE_STARTS = """
+import signal, sys, time
+from IPython.core.interactiveshell import InteractiveShell
+def signal_in_run_code(frame, event, arg):
+    if event == "call" and frame.f_code is InteractiveShell.run_code.__code__:
+        sys.setprofile(None)
+        signal.raise_signal(signal.SIGINT)
+sys.setprofile(signal_in_run_code)
+time.sleep(8)
+"""
+
+
+def test_interrupt_between_the_last_look_and_the_code_start_is_not_lost(kernel, kc):
+    reply, _ = execute(kc, SIGNAL_BEFORE_CODE_STARTS, timeout=30)
+    content = reply["content"]
+    assert content["status"] == "error", "the interrupt was lost: the sleep ran to its end"
+    assert content["ename"] == "KeyboardInterrupt", content
+    # The cell was stopped before its first line: no line to show.
+    assert "line 0" not in "".join(content["traceback"]), content["traceback"]
+    # Nothing of the interrupt is left behind: no profile function, no interrupt
+    # kept for the next cell.
+    reply, outputs = execute(kc, "import sys; print(sys.getprofile())")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert stream_text(outputs) == "None\n"
+
+
 def test_control_loop_failure_stops_the_kernel(logged_kernel):
     km, kc, log = logged_kernel
     run_ok(kc, FIND_KERNEL_PARTS)

@@ -14,7 +14,12 @@ frame is written with one ``write`` of at most ``PIPE_BUF`` bytes, which the
 OS keeps whole even when many children write at once.
 
 Process-wide at-fork hooks are registered once (``os.register_at_fork`` has
-no way to unregister); kernels add and remove their callbacks here.
+no way to unregister); kernels add and remove their callbacks here. While a
+kernel has callbacks here, the forking thread blocks SIGTERM across the fork:
+a child gets it only once its callbacks have given it the handler it had
+before the kernel (the kernel's would swallow it there, and
+``multiprocessing.Pool.terminate`` would wait forever for a worker it had
+already stopped).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import codecs
 import logging
 import os
 import select
+import signal
 import struct
 import threading
 from collections.abc import Callable
@@ -39,6 +45,10 @@ _FRAME_LIMIT = getattr(select, "PIPE_BUF", 512)
 _before_fork: list[Callable[[], None]] = []
 _in_child: list[Callable[[], None]] = []
 _hooks_registered = False
+# Signals the forking thread blocks until the callbacks have run (see above).
+_HELD_ACROSS_FORK = {signal.SIGTERM}
+# Per forking thread: those it blocked for the fork in progress.
+_held = threading.local()
 
 
 def _run_all(callbacks: list[Callable[[], None]]) -> None:
@@ -50,12 +60,42 @@ def _run_all(callbacks: list[Callable[[], None]]) -> None:
             log.exception("an at-fork hook failed")
 
 
+def _hold_signals() -> None:
+    """Before a fork: block the held signals in the forking thread (the child
+    inherits its mask), unless no kernel's callbacks are waiting to run."""
+    _held.signals = set()
+    if _in_child and hasattr(signal, "pthread_sigmask"):
+        # Recorded before blocking: a Python handler that runs as the mask
+        # changes (pthread_sigmask checks for signals) may raise.
+        _held.signals = _HELD_ACROSS_FORK - signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        signal.pthread_sigmask(signal.SIG_BLOCK, _held.signals)
+
+
+def _release_signals() -> None:
+    """After a fork, in the parent or the child: unblock what was blocked for
+    it; a signal that came meanwhile is delivered now, to the handler the
+    callbacks left."""
+    signals = getattr(_held, "signals", None)
+    _held.signals = set()
+    if signals:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+
+
+def _before() -> None:
+    _run_all(_before_fork)
+    _hold_signals()
+
+
+def _after_in_child() -> None:
+    _run_all(_in_child)
+    _release_signals()
+
+
 def _register_hooks() -> None:
     global _hooks_registered
     if not _hooks_registered and hasattr(os, "register_at_fork"):
         os.register_at_fork(
-            before=lambda: _run_all(_before_fork),
-            after_in_child=lambda: _run_all(_in_child),
+            before=_before, after_in_parent=_release_signals, after_in_child=_after_in_child
         )
         _hooks_registered = True
 

@@ -10,7 +10,8 @@ What an interrupt does depends on where the main thread is when it lands:
   the cell's cancel scope (from the loop, through the mailbox), and the cell
   ends with a ``KeyboardInterrupt`` error;
 * while a cell is being prepared (transformed, compiled), before its code
-  runs: the code raises ``KeyboardInterrupt`` as soon as it starts;
+  runs: the code raises ``KeyboardInterrupt`` as soon as it starts (also when
+  the signal lands after the last look at ``pending`` before the start);
 * with no cell running: nothing to interrupt. A kernel of its own logs and
   ignores it; an embedded kernel that took SIGINT (``capture_sigint=True``)
   hands it to the handler its host application had before (Ctrl-C on an
@@ -242,6 +243,37 @@ class InterruptController:
             # raises it when it starts (``AkernelShell.run_code``).
             log.info("interrupt received before the cell's code started: kept for it")
             self.pending = True
+            self._raise_when_user_code_starts()
+
+    def _raise_when_user_code_starts(self) -> None:
+        """Make sure a pending interrupt is raised in the code it is kept for.
+
+        ``AkernelShell.run_code`` looks at ``pending`` just before the code
+        starts, but the signal may land after that look, still outside the
+        code (in ``run_code`` itself): the code would then run to its end
+        uninterrupted. So, from the signal handler, a one-shot profile function
+        of the main thread raises at the first call of user code (the cell's
+        frame, or an ``apply_request``'s function), unless ``pending`` was
+        taken (or dropped) before: then it removes itself at the next event.
+        A profiler already installed (``%prun``) is left alone.
+        """
+        if sys.getprofile() is not None:
+            return
+
+        def on_event(frame: FrameType, event: str, arg: Any) -> None:
+            if not (self.pending and self.executing):
+                sys.setprofile(None)
+                return
+            if (
+                event == "call"
+                and (frame.f_code.co_name == "<module>" or frame.f_code is _CALL_USER)
+                and _locate(frame) == _USER
+            ):
+                sys.setprofile(None)
+                self.pending = False
+                raise KeyboardInterrupt
+
+        sys.setprofile(on_event)
 
 
 def _is_loop_signal_handler(handler: object) -> bool:
@@ -263,14 +295,18 @@ def strip_handler_frames(tb: TracebackType | None) -> TracebackType | None:
 
     An interrupt that stopped the debugger (at a breakpoint, the main thread
     waits in pydevd) ends at the user's line too: everything from the
-    debugger's first frame on is cut."""
+    debugger's first frame on is cut.
+
+    So is the frame of code the interrupt stopped as it was entered, before
+    its first line (see ``_raise_when_user_code_starts``): it has no line to
+    show."""
     last_user = None
     node = tb
     while node is not None:
         module = node.tb_frame.f_globals.get("__name__", "")
         if module.startswith(_DEBUGGER_MODULES):
             break
-        if not module.startswith("akernel."):
+        if not module.startswith("akernel.") and node.tb_lineno:
             last_user = node
         node = node.tb_next
     if last_user is not None:
