@@ -16,7 +16,6 @@ from typing import Any
 
 import anyio
 from IPython.core.completer import provisionalcompleter, rectify_completions
-from IPython.core.error import StdinNotImplementedError
 from IPython.utils.tokenutil import token_at_cursor
 
 from ..channels import Handler, RequestDispatcher, StdinChannel
@@ -26,7 +25,7 @@ from .info import kernel_info
 from .interrupt import InterruptController
 from .io import OutputRouter
 from .shell import AkernelShell
-from .user_input import Prompter
+from .user_input import Prompter, check_stdin_available
 
 log = logging.getLogger("akernel.shell")
 
@@ -232,22 +231,16 @@ class ShellHandlers:
         return self._request_input(prompt, password=True)
 
     def _request_input(self, prompt: str, *, password: bool) -> str:
-        if self.router.forked_child:
-            # The stdin socket is the parent's: a child must not touch it.
-            raise StdinNotImplementedError("input is not available in a forked child process")
-        if not self._allow_stdin:
-            raise StdinNotImplementedError(
-                "input was called, but this frontend does not support input requests"
-                " (allow_stdin is false)."
-            )
+        check_stdin_available(self.router, self._allow_stdin, "input")
         if self.prompter is not None:
             # An embedded kernel's cell must not hold the host's loop (user_input.py).
             self.prompter.check_may_block("getpass()" if password else "input()")
         parent = self.router.parent()
         assert parent is not None
         self.router.iopub.flush()
-        interrupted = getattr(self.interrupts, "take_wait_interrupt", _never)
-        return self.stdin.request_input(prompt, parent, password=password, interrupted=interrupted)
+        return self.stdin.request_input(
+            prompt, parent, password=password, interrupted=self.interrupts.take_wait_interrupt
+        )
 
     def end_abruptly(self) -> None:
         """The process is being killed in the middle of a request (from a
@@ -389,10 +382,6 @@ class ShellHandlers:
     def comm_close(self, msg: Message) -> None:
         with self.comm_lock:
             self.comm_manager.comm_close(None, None, as_comm_msg(msg))
-
-
-def _never() -> bool:
-    return False
 
 
 def _is_cells_input(function: Any) -> bool:

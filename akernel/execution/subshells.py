@@ -55,6 +55,11 @@ class SubshellInterrupts:
         # suspended in ``await`` (its scope set), or still being prepared.
         self.mailbox.post(self._interrupt_in_loop)
 
+    def take_wait_interrupt(self) -> bool:
+        """Whether an interrupt came for a synchronous wait for input: never in
+        a subshell (its thread gets no signals; its waits are awaited)."""
+        return False
+
     def _interrupt_in_loop(self) -> None:
         if not self.executing:
             return

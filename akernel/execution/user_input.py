@@ -82,15 +82,22 @@ class Prompter:
                 "ainput() asks the client of a cell: call it from a cell, or from a task"
                 " a cell started"
             )
-        if self.router.forked_child:
-            raise StdinNotImplementedError("input is not available in a forked child process")
-        if not parent.content.get("allow_stdin", False):
-            raise StdinNotImplementedError(
-                "ainput() was called, but this frontend does not support input requests"
-                " (allow_stdin is false)."
-            )
+        check_stdin_available(self.router, bool(parent.content.get("allow_stdin")), "ainput()")
         self.router.iopub.flush()
         return await self.stdin.request_input_async(prompt, parent, password=password)
+
+
+def check_stdin_available(router: OutputRouter, allow_stdin: bool, what: str) -> None:
+    """Raise ``StdinNotImplementedError`` if ``what`` cannot ask the client: in a
+    forked child (the stdin socket is the parent's), or for a frontend that
+    does not take input requests."""
+    if router.forked_child:
+        raise StdinNotImplementedError("input is not available in a forked child process")
+    if not allow_stdin:
+        raise StdinNotImplementedError(
+            f"{what} was called, but this frontend does not support input requests"
+            " (allow_stdin is false)."
+        )
 
 
 _running: Prompter | None = None
