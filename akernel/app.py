@@ -267,6 +267,7 @@ class LaunchApp(Application):
         from jupyter_core.paths import jupyter_runtime_dir
 
         from .transport import ConnectionError_, ConnectionInfo
+        from .transport.connection import default_ip
         from .wire import new_id
 
         path = self.connection_file
@@ -282,9 +283,7 @@ class LaunchApp(Application):
         if not Path(path).parent.is_dir():
             raise UsageError(f"connection file directory does not exist: {Path(path).parent}")
         info = ConnectionInfo(transport=self.transport, key=new_id())
-        info.ip = self.ip or (
-            "127.0.0.1" if self.transport == "tcp" else str(Path(path).with_suffix("")) + "-ipc"
-        )
+        info.ip = self.ip or default_ip(self.transport, path)
         if self.curve:
             if not zmq.has("curve"):
                 raise UsageError("--curve needs a libzmq built with CurveZMQ support")

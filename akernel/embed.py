@@ -115,7 +115,6 @@ class EmbeddedKernel:
         config: Config | None = None,
         **traits: Any,
     ) -> None:
-        self._file_given = connection_file is not None
         self._path = Path(connection_file) if connection_file is not None else None
         self._user_ns = user_ns
         self._user_module = user_module
@@ -134,7 +133,6 @@ class EmbeddedKernel:
         self._config = config
         self._traits = traits
         self._info: ConnectionInfo | None = None
-        self._created_file = False
         self._owned_file: Path | None = None
         self._sockets: KernelSockets | None = None
         self._kernel: Kernel | None = None
@@ -150,7 +148,7 @@ class EmbeddedKernel:
     @property
     def connection_file(self) -> str:
         """The connection file's path (once the kernel is ready)."""
-        if self._info is None or self._path is None:
+        if self._info is None:
             raise RuntimeError("the kernel is not ready yet: await kernel.ready() first")
         return str(self._path)
 
@@ -244,20 +242,21 @@ class EmbeddedKernel:
         self._stopped.set()
 
     def _bind_and_build(self, backend: str) -> None:
-        path = self._path if self._file_given else _new_connection_file()
-        assert path is not None
-        info, existed, original = connection_to_serve(path, self._file_given, self._explicit)
+        given = self._path is not None
+        path = self._path or _new_connection_file()
+        info, existed, original = connection_to_serve(path, given, self._explicit)
         if self._curve and not info.uses_curve:
             if not zmq.has("curve"):
                 raise KernelStartError("curve=True needs a libzmq built with CurveZMQ support")
             info.make_curve_keys()
         sockets = bind_kernel_sockets(info)
+        created = False
         try:
             # Clients only learn what the kernel chose (ports, a key) from the file;
             # a file given complete is left exactly as it was.
             if info.to_dict() != original:
                 info.write(path)
-            self._created_file = not existed
+            created = not existed
             kernel = Kernel(
                 info,
                 sockets,
@@ -270,11 +269,11 @@ class EmbeddedKernel:
             )
         except BaseException:
             _close(sockets)
-            if self._created_file:
+            if created:
                 path.unlink(missing_ok=True)
             raise
         self._path, self._info, self._sockets, self._kernel = path, info, sockets, kernel
-        self._owned_file = path.resolve() if self._created_file else None
+        self._owned_file = path.resolve() if created else None
         log.info("embedded kernel: connect with: %s", connect_hint(path, info.uses_curve))
         if warning := info.unencrypted_warning():
             log.warning(warning)

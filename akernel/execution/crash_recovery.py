@@ -222,6 +222,7 @@ class CrashRecovery:
 
 
 _RECOVER_LINE = re.compile(r"^%recover\b", re.MULTILINE)
+_RECOVER_CALL = re.compile(r"^%recover(?=\s|$)(.*?)(\r?\n)?$")
 
 
 def _await_recover(lines: list[str]) -> list[str]:
@@ -229,7 +230,7 @@ def _await_recover(lines: list[str]) -> list[str]:
     awaited replay, so that the cell runs asynchronously."""
     out = []
     for line in lines:
-        match = re.match(r"^%recover(?=\s|$)(.*?)(\r?\n)?$", line)
+        match = _RECOVER_CALL.match(line)
         if match:
             args = match.group(1).strip()
             line = f"await get_ipython().crash_recovery.replay({args!r}){match.group(2) or ''}"

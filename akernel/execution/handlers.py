@@ -200,7 +200,7 @@ class ShellHandlers:
         finally:
             self.interrupts.executing = False
             self.interrupts.pending = False
-            self.interrupts.wait_interrupted = False
+            self.interrupts.take_wait_interrupt()  # one that came too late is forgotten
             # Unless the host application set its own meanwhile (an async cell
             # lets it run).
             if _is_cells_input(builtins.input):

@@ -24,7 +24,7 @@ Message-mode interrupts send SIGINT to the main thread, so both modes share
 this one path; SIGINT is blocked in the kernel's other threads. When the
 kernel does not own SIGINT (an embedded kernel leaves it to its host, or the
 host took it back), an interrupt cancels a cell suspended in ``await``, and
-ends a synchronous cell's wait for input (``wait_interrupted``).
+ends a synchronous cell's wait for input (``take_wait_interrupt``).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class InterruptController:
         self.idle_sigint_to_previous = False
         # Set by an interrupt that could not be delivered by SIGINT: a
         # synchronous wait for input ends on it (channels/stdin.py).
-        self.wait_interrupted = False
+        self._wait_interrupted = False
         # The kernel subshells' controllers (execution/subshells.py): an
         # interrupt concerns the whole kernel, every shell's running cell.
         self.subshells: Callable[[], list[Any]] = list
@@ -179,7 +179,7 @@ class InterruptController:
         if not self.executing:
             return
         # A synchronous cell waiting for input looks at this (channels/stdin.py).
-        self.wait_interrupted = True
+        self._wait_interrupted = True
         scope = self.cell_scope
         if scope is not None:
             self.mailbox.post(scope.cancel)
@@ -191,7 +191,7 @@ class InterruptController:
 
     def take_wait_interrupt(self) -> bool:
         """Whether an interrupt came for a synchronous wait (and forget it)."""
-        interrupted, self.wait_interrupted = self.wait_interrupted, False
+        interrupted, self._wait_interrupted = self._wait_interrupted, False
         return interrupted
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:

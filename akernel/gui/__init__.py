@@ -1,6 +1,6 @@
 """GUI event loops (Qt, Tk) run while the kernel's asyncio or trio loop waits: ``%gui``."""
 
 from .loops import GuiUnavailable
-from .switch import SUPPORTED, disable, enable, enabled
+from .switch import disable, enable, enabled
 
-__all__ = ["SUPPORTED", "GuiUnavailable", "disable", "enable", "enabled"]
+__all__ = ["GuiUnavailable", "disable", "enable", "enabled"]

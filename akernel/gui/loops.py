@@ -42,9 +42,6 @@ class GuiUnavailable(Exception):
 class LoopHook:
     """Replaces the blocking wait of one running event loop (see the module's doc)."""
 
-    # What it hooks: enabling again on the same loop is a no-op.
-    target: object
-
     def install(self, wait: Wait) -> None:
         """Make the loop call ``wait`` before each wait for I/O that could block."""
         raise NotImplementedError
@@ -114,7 +111,7 @@ class AsyncioHook(LoopHook):
             )
         if "select" in vars(selector):
             raise GuiUnavailable("the asyncio loop's selector is already hooked by someone else")
-        self.target = self.loop = loop
+        self.loop = loop
         self._selector = selector
         self._ready = ready
         self._select: Callable[..., Any] | None = None
@@ -232,7 +229,7 @@ class TrioHook(LoopHook):
                 f"GUI event loops on trio need its epoll I/O manager (Linux); this one is"
                 f" {type(io_manager).__name__}, whose wait akernel cannot share with a GUI"
             )
-        self.target = runner
+        self._runner = runner
         self._io_manager = io_manager
         self._epoll = epoll
         self._runq = runq
@@ -250,7 +247,7 @@ class TrioHook(LoopHook):
 
     def is_running_loop(self) -> bool:
         trio = sys.modules.get("trio")
-        return trio is not None and trio.lowlevel.in_trio_run() and _trio_runner() is self.target
+        return trio is not None and trio.lowlevel.in_trio_run() and _trio_runner() is self._runner
 
 
 class _EpollWithGui:

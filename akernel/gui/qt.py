@@ -60,8 +60,6 @@ def _enum(owner: Any, scope: str, name: str) -> Any:
 class QtLoop:
     """Runs Qt's events in a nested ``QEventLoop`` while the kernel waits."""
 
-    name = "qt"
-
     def __init__(self, major: int | None = None) -> None:
         binding = choose_binding(major)
         require_display("qt")
@@ -75,7 +73,6 @@ class QtLoop:
                 probe_qt_application(binding)
             argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "akernel"
             app = widgets.QApplication([argv0])
-        self.binding = binding
         self.app = app
         self._core = core
         self._loop = core.QEventLoop()

@@ -42,10 +42,10 @@ _active: _Active | None = None
 _toolkits: dict[str, Any] = {}
 
 
-def enable(gui: str | None, backend: str | None = None) -> None:
-    """Run ``gui``'s event loop whenever the kernel's loop (``backend``:
-    "asyncio" or "trio", found out if not given) waits; ``None`` or ``""``
-    switches it off. Call from the main thread, in the running loop (a cell).
+def enable(gui: str | None) -> None:
+    """Run ``gui``'s event loop whenever the kernel's loop (asyncio or trio)
+    waits; ``None`` or ``""`` switches it off. Call from the main thread, in
+    the running loop (a cell).
 
     Raises :class:`GuiUnavailable` for a toolkit that is not supported or
     cannot start here; whatever was enabled before then stays enabled.
@@ -74,7 +74,7 @@ def enable(gui: str | None, backend: str | None = None) -> None:
     if previous is not None:
         previous.hook.uninstall()
     try:
-        hook = hook_running_loop(backend)
+        hook = hook_running_loop()
         toolkit = _toolkits.get(name) or _new_toolkit(name)
     except BaseException:
         if previous is not None:

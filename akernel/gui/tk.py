@@ -14,8 +14,6 @@ class TkLoop:
     """Runs Tcl/Tk's events (all of this thread's interpreters: the user's
     ``Tk()`` windows, matplotlib's) while the kernel waits."""
 
-    name = "tk"
-
     def __init__(self) -> None:
         try:
             import tkinter

@@ -217,26 +217,23 @@ class Journal:
         pid: int,
         backend: str,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        main_thread: int | None = None,
     ) -> tuple[Journal, Predecessor]:
         """Read the predecessor's journal and fault file, then start fresh ones.
 
         The old files are replaced by rename, never overwritten in place, so a
-        crash during the switch leaves one whole file or the other.
-        ``main_thread`` (default: the interpreter's main thread) is recorded so
-        the report can pick that thread's stack out of faulthandler's output.
+        crash during the switch leaves one whole file or the other. The
+        interpreter's main thread is recorded so that the report can pick that
+        thread's stack out of faulthandler's output.
         """
         if max_bytes < 4096:
             raise ValueError(f"max_bytes must be at least 4096, not {max_bytes}")
         predecessor = Predecessor(read_journal(paths.journal), _read_fault_text(paths.fault))
-        if main_thread is None:
-            main_thread = threading.main_thread().ident
         start = encode_record(
             {
                 "kind": "start",
                 "pid": pid,
                 "backend": backend,
-                "main_thread": main_thread,
+                "main_thread": threading.main_thread().ident,
                 "time": time.time(),
             }
         )
@@ -320,7 +317,7 @@ class Journal:
         memory sample and a cell still running. Half the bound, so compaction is
         rare (amortised) rather than triggered by every record once full.
         """
-        records, _ = _parse_records(_read_own(self.paths.journal))
+        records = read_journal(self.paths.journal).records
         start: dict[str, Any] | None = None
         memory: dict[str, Any] | None = None
         dropped = 0
@@ -368,11 +365,3 @@ class Journal:
         self._fd = fd
         self._size = len(data)
         self.compactions += 1
-
-
-def _read_own(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(_MAX_READ_BYTES)
-    except OSError:
-        return b""

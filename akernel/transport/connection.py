@@ -234,7 +234,7 @@ def connection_to_serve(
             " could run code in this process"
         )
     if "ip" in info.absent or not info.ip:
-        info.ip = "127.0.0.1" if info.transport == "tcp" else str(path.with_suffix("")) + "-ipc"
+        info.ip = default_ip(info.transport, path)
     return info, existed, original
 
 
@@ -340,3 +340,11 @@ def bind_kernel_sockets(info: ConnectionInfo, context: zmq.Context | None = None
         else []
     )
     return KernelSockets(context=context, ipc_paths=ipc_paths, **created)
+
+
+def default_ip(transport: str, connection_file: str | os.PathLike[str]) -> str:
+    """Where a kernel listens when told nothing: the loopback for tcp; for ipc,
+    a path beside its connection file."""
+    if transport == "tcp":
+        return "127.0.0.1"
+    return str(Path(connection_file).with_suffix("")) + "-ipc"
